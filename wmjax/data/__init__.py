@@ -1,0 +1,66 @@
+"""Offline data: the on-disk dataset format, behaviour rollouts and training windows.
+
+See docs/datasets.md for the format. Behaviour policies live in `wmjax.data.policies`.
+"""
+
+from wmjax.data.collect import collect
+from wmjax.data.collect import rollout
+from wmjax.data.dataset import check_compatible
+from wmjax.data.dataset import compute_stats
+from wmjax.data.dataset import Dataset
+from wmjax.data.dataset import FORMAT_NAME
+from wmjax.data.dataset import FORMAT_VERSION
+from wmjax.data.dataset import load_dataset
+from wmjax.data.dataset import matches_generation
+from wmjax.data.dataset import read_meta
+from wmjax.data.dataset import write_dataset
+from wmjax.data.loader import add_pixels
+from wmjax.data.loader import batches
+from wmjax.data.loader import denormalize_actions
+from wmjax.data.loader import denormalize_proprio
+from wmjax.data.loader import gather_windows
+from wmjax.data.loader import iterate_windows
+from wmjax.data.loader import make_loader
+from wmjax.data.loader import normalize_actions
+from wmjax.data.loader import normalize_proprio
+from wmjax.data.loader import sample_windows
+from wmjax.data.loader import split
+from wmjax.data.loader import Stats
+from wmjax.data.loader import stats_from_meta
+from wmjax.data.loader import steps_per_epoch
+from wmjax.data.loader import to_device
+from wmjax.data.loader import window_index
+from wmjax.data.loader import WindowArrays
+from wmjax.data.loader import WindowLoader
+
+__all__ = [
+    'add_pixels',
+    'batches',
+    'check_compatible',
+    'collect',
+    'compute_stats',
+    'Dataset',
+    'denormalize_actions',
+    'denormalize_proprio',
+    'FORMAT_NAME',
+    'FORMAT_VERSION',
+    'gather_windows',
+    'iterate_windows',
+    'load_dataset',
+    'make_loader',
+    'matches_generation',
+    'normalize_actions',
+    'normalize_proprio',
+    'read_meta',
+    'rollout',
+    'sample_windows',
+    'split',
+    'Stats',
+    'stats_from_meta',
+    'steps_per_epoch',
+    'to_device',
+    'window_index',
+    'WindowArrays',
+    'WindowLoader',
+    'write_dataset',
+]

@@ -1,0 +1,26 @@
+"""PointMaze (D4RL U-maze) config: `--config experiments/configs/pointmaze.py:<variant>`.
+
+Variants: test (seconds) | cpu (default; 2 CPU cores) | paper (PAPER.md section 5).
+"""
+
+import ml_collections
+
+from experiments.configs import common
+
+# Offline data per variant (PAPER.md section 5: 2,000 random trajectories x 100 steps;
+# `cpu` keeps the length and halves the count).
+_DATA = {
+    'test': dict(num_trajectories=8, trajectory_length=20, batch_size=8),
+    'cpu': dict(num_trajectories=1000, trajectory_length=100, batch_size=250),
+    'paper': dict(num_trajectories=2000, trajectory_length=100, batch_size=2000),
+}
+
+
+def get_config(variant: str = 'cpu') -> ml_collections.ConfigDict:
+  """PointMaze config for `variant` (test | cpu | paper)."""
+  c = common.base_config('pointmaze', variant)
+  c.num_hist = 3  # History frames of the predictor (PAPER.md section 2: 3 for PointMaze).
+
+  c.data.policy = 'random'
+  c.data.update(_DATA[variant])
+  return c

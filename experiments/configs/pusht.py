@@ -1,0 +1,27 @@
+"""PushT config: `--config experiments/configs/pusht.py:<variant>`.
+
+Variants: test (seconds) | cpu (default; 2 CPU cores) | paper (PAPER.md section 5).
+"""
+
+import ml_collections
+
+from experiments.configs import common
+
+# Offline data per variant. PAPER.md section 5: 18.5k noisy replays of expert pushes. Their
+# lengths vary; wmjax uses a fixed 150 env steps (15 s at 10 Hz), about the length of a
+# typical PushT demonstration. `cpu`: 1,000 trajectories x 100 steps.
+_DATA = {
+    'test': dict(num_trajectories=8, trajectory_length=20, batch_size=8),
+    'cpu': dict(num_trajectories=1000, trajectory_length=100, batch_size=250),
+    'paper': dict(num_trajectories=18500, trajectory_length=150, batch_size=4625),
+}
+
+
+def get_config(variant: str = 'cpu') -> ml_collections.ConfigDict:
+  """PushT config for `variant` (test | cpu | paper)."""
+  c = common.base_config('pusht', variant)
+  c.num_hist = 3  # History frames of the predictor (PAPER.md section 2: 3 for PushT).
+
+  c.data.policy = 'pusht_expert'
+  c.data.update(_DATA[variant])
+  return c

@@ -1,0 +1,371 @@
+r"""Trains a task's world model (PAPER.md section 2) on `<workdir>/dataset/`.
+
+  python experiments/train_world_model.py --config experiments/configs/wall.py:cpu \
+      --workdir runs/wall
+
+Steps: load the dataset (made by experiments/generate_data.py) and split it by trajectory;
+pretrain the conv encoder on rendered dataset frames if the config asks for one; train the
+predictor and the proprio/action encoders by teacher forcing; write metrics to
+`<workdir>/world_model/metrics.jsonl` and TensorBoard (`<workdir>/world_model/tensorboard`);
+validate every `train.eval_every` steps on held-out trajectories; checkpoint every
+`train.checkpoint_every` steps (the last `train.keep` plus the best by validation loss); finally
+evaluate 1- and H-step open-loop latent prediction errors ('history' and 'markov' rollouts) beside
+the "predict no change" baseline into `<workdir>/world_model/eval.json`.
+
+Restarted in the same workdir, the run resumes from its latest checkpoint and ends with the same
+parameters as an uninterrupted run: every step's data and dropout keys are functions of
+(seed, step) only.
+"""
+
+import json
+import math
+import os
+import sys
+import time
+from typing import Any
+
+# Lets `experiments.configs.*` import when this file is run as a script.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+  sys.path.insert(0, _ROOT)
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+from ml_collections import config_flags
+import numpy as np
+import tqdm
+
+from wmjax import data as data_lib
+from wmjax import training
+from wmjax.envs import render as render_lib
+
+
+
+def define_flags() -> tuple[Any, Any]:
+  """--config and --workdir; defined only when run as a script, so that tests can import this
+  module beside other binaries that define the same flags."""
+  config = config_flags.DEFINE_config_file(
+      'config', None, 'Task config, e.g. experiments/configs/wall.py:cpu.', lock_config=True)
+  workdir = flags.DEFINE_string('workdir', None,
+                                'Run directory (DIR/dataset in, DIR/world_model out).')
+  flags.mark_flags_as_required(['config', 'workdir'])
+  return config, workdir
+
+
+DATASET_DIR = 'dataset'
+OUT_DIR = 'world_model'
+EVAL_FILE = 'eval.json'
+ENCODERS = ('identity', 'conv', 'dinov2_vits14')
+ROLLOUT_MODES = ('history', 'markov')
+# Sub-streams of the run seed (data and dropout keys are fold_in(stream, step)).
+_INIT, _DATA, _DROPOUT, _PRETRAIN = 0, 1, 2, 3
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError on contradictory or invalid model/train settings (before any work)."""
+  m, t = config.model, config.train
+  errors = []
+  if m.encoder not in ENCODERS:
+    errors.append(f'model.encoder={m.encoder!r}; choose one of {ENCODERS}')
+  if config.get('num_hist') is None or int(config.num_hist) < 1:
+    errors.append(f'num_hist must be >= 1 (history frames of the predictor); got '
+                  f'{config.get("num_hist")}')
+  if int(config.frameskip) < 1:
+    errors.append(f'frameskip must be >= 1; got {config.frameskip}')
+  if m.encoder == 'dinov2_vits14':
+    if not m.dinov2.weights:
+      errors.append('model.encoder=dinov2_vits14 needs model.dinov2.weights (path of the ViT-S/14 '
+                    'weights); a randomly initialised frozen encoder is useless')
+    elif not os.path.isfile(m.dinov2.weights):
+      errors.append(f'model.dinov2.weights={m.dinov2.weights!r} is not a file')
+  if m.encoder == 'conv':
+    stages = 2**len(m.conv.channels)
+    if int(config.image_size) % stages:
+      errors.append(f'model.encoder=conv with {len(m.conv.channels)} stride-2 stages needs '
+                    f'image_size divisible by {stages}; got {config.image_size}')
+    if int(t.encoder_pretrain_steps) < 1:
+      errors.append('model.encoder=conv needs train.encoder_pretrain_steps >= 1 (a frozen, '
+                    'untrained conv encoder is useless)')
+  if not 0.0 <= float(m.predictor.dropout) < 1.0:
+    errors.append(f'model.predictor.dropout must be in [0, 1); got {m.predictor.dropout}')
+  for name in ('depth', 'num_heads', 'head_dim', 'mlp_dim'):
+    if int(m.predictor[name]) < 1:
+      errors.append(f'model.predictor.{name} must be >= 1; got {m.predictor[name]}')
+  for name in ('batch_size', 'log_every', 'eval_every', 'eval_batches', 'checkpoint_every', 'keep',
+               'eval_horizon', 'eval_windows'):
+    if int(t[name]) < 1:
+      errors.append(f'train.{name} must be >= 1; got {t[name]}')
+  if int(t.steps) < 0:
+    errors.append(f'train.steps must be >= 0; got {t.steps}')
+  for name in ('predictor_lr', 'encoder_lr', 'weight_decay', 'grad_clip'):
+    if float(t[name]) < 0:
+      errors.append(f'train.{name} must be >= 0; got {t[name]}')
+  if errors:
+    raise ValueError('Invalid config:\n  ' + '\n  '.join(errors))
+
+
+def load_data(config: ml_collections.ConfigDict, workdir: str, env: Any):
+  """Loads and checks `<workdir>/dataset`; returns (dataset, train arrays, val arrays or None)."""
+  path = os.path.join(workdir, DATASET_DIR)
+  if not os.path.isdir(path):
+    raise FileNotFoundError(
+        f'No dataset at {path}. Generate it first:\n  python experiments/generate_data.py '
+        f'--config experiments/configs/{config.task}.py:{config.variant} --workdir {workdir}')
+  ds = data_lib.load_dataset(path, task=config.task, expected=dict(
+      state_size=env.state_size, proprio_size=env.proprio_size, action_size=env.action_size,
+      num_hist=int(config.num_hist), frameskip=int(config.frameskip),
+      image_size=int(config.image_size)))
+  train_ds, val_ds = data_lib.split(ds, float(config.data.val_fraction), int(config.data.seed))
+  val = data_lib.to_device(val_ds) if val_ds.num_trajectories else None
+  return ds, data_lib.to_device(train_ds), val
+
+
+def render_frames(env: Any, states: np.ndarray, image_size: int, batch: int = 256) -> np.ndarray:
+  """(M, S) states -> (M, H, W, 3) uint8 images, rendered in jitted batches."""
+  fn = jax.jit(jax.vmap(lambda s: render_lib.to_uint8(env.render(s, image_size))))
+  out = []
+  for i in range(0, len(states), batch):
+    chunk = states[i:i + batch]
+    pad = batch - len(chunk)
+    imgs = fn(jnp.asarray(np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)]) if pad else chunk))
+    out.append(np.asarray(imgs)[:len(chunk)])
+  return np.concatenate(out)
+
+
+def pretrain_encoder(config, env, train: data_lib.WindowArrays, model_kwargs, progress: bool):
+  """Pretrains the conv autoencoder on rendered training frames; returns (params, summary)."""
+  from wmjax.models import pretrain_conv_autoencoder  # pylint: disable=g-import-not-at-top
+  t = config.train
+  states = np.asarray(train.states).reshape(-1, train.states.shape[-1])
+  rng = np.random.default_rng(int(config.seed))
+  count = min(int(t.encoder_pretrain_images), len(states)) or len(states)
+  pick = np.sort(rng.choice(len(states), size=count, replace=False))
+  t0 = time.perf_counter()
+  images = render_frames(env, states[pick], int(config.image_size))
+  conv_cfg = dict(model_kwargs['conv'], image_size=int(config.image_size))
+  params, metrics = pretrain_conv_autoencoder(
+      images, conv_cfg, jax.random.fold_in(jax.random.key(int(config.seed)), _PRETRAIN),
+      steps=int(t.encoder_pretrain_steps), batch_size=int(t.encoder_pretrain_batch_size),
+      learning_rate=float(t.encoder_pretrain_lr), progress=progress)
+  summary = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
+  summary.update(images=int(count), seconds=time.perf_counter() - t0)
+  return params, summary
+
+
+def make_functions(model, config, env, optimizer, needs_pixels: bool):
+  """Jitted (train_iteration, eval_batch, rollout_eval) for this run."""
+  t = config.train
+  num_hist, fs, size = int(config.num_hist), int(config.frameskip), int(config.image_size)
+  train_step = training.make_train_step(training.teacher_forcing_loss(model), optimizer)
+  eval_step = training.make_eval_step(training.teacher_forcing_loss(model, deterministic=True))
+
+  def train_iteration(state, arrays, root):
+    # Keys depend on (seed, step) only, so a resumed run repeats an uninterrupted one.
+    data_key = jax.random.fold_in(jax.random.fold_in(root, _DATA), state.step)
+    drop_key = jax.random.fold_in(jax.random.fold_in(root, _DROPOUT), state.step)
+    batch = data_lib.sample_windows(arrays, data_key, int(t.batch_size), num_hist, fs)
+    if needs_pixels:
+      batch = data_lib.add_pixels(env, batch, size)
+    return train_step(state, batch, drop_key)
+
+  def rollout_eval(params, batch):
+    return {mode: training.rollout_errors(model, params, batch, mode=mode)
+            for mode in ROLLOUT_MODES}
+
+  return (jax.jit(train_iteration, donate_argnums=0),
+          jax.jit(lambda state, batch: eval_step(state, batch, jax.random.key(0))),
+          jax.jit(rollout_eval))
+
+
+def validation_loss(eval_batch, state, val, config, env, needs_pixels) -> dict[str, float]:
+  """Mean teacher-forcing metrics over a fixed grid of held-out windows."""
+  t = config.train
+  batches = data_lib.iterate_windows(
+      val, int(t.batch_size), int(config.num_hist), int(config.frameskip),
+      max_windows=int(t.eval_batches) * int(t.batch_size),
+      env=env if needs_pixels else None, image_size=int(config.image_size) if needs_pixels else None)
+  totals, count = {}, 0
+  for batch in batches:
+    n = batch['actions'].shape[0]
+    for k, v in jax.device_get(eval_batch(state, batch)).items():
+      totals[k] = totals.get(k, 0.0) + float(v) * n
+    count += n
+  return {k: v / count for k, v in totals.items()}
+
+
+def final_evaluation(rollout_eval, params, val, config, env, needs_pixels) -> dict[str, Any]:
+  """Open-loop latent prediction errors on held-out windows vs the no-change baseline."""
+  t = config.train
+  fs = int(config.frameskip)
+  horizon = min(int(t.eval_horizon), int(val.actions.shape[1]) // fs)
+  batches = data_lib.iterate_windows(
+      val, int(t.batch_size), horizon, fs, max_windows=int(t.eval_windows),
+      env=env if needs_pixels else None, image_size=int(config.image_size) if needs_pixels else None)
+  sums, count = None, 0
+  for batch in batches:
+    n = batch['actions'].shape[0]
+    out = jax.device_get(rollout_eval(params, batch))
+    scaled = jax.tree.map(lambda x: np.asarray(x, np.float64) * n, out)
+    sums = scaled if sums is None else jax.tree.map(np.add, sums, scaled)
+    count += n
+  errors = jax.tree.map(lambda x: (x / count).tolist(), sums)
+  return {'horizon': horizon, 'windows': count, 'errors': errors}
+
+
+def format_table(evaluation: dict[str, Any]) -> str:
+  """A small text table of the final evaluation (combined visual + proprio MSE)."""
+  h = evaluation['horizon']
+  lines = [f'Held-out open-loop latent prediction error, {evaluation["windows"]} windows '
+           '(MSE over visual + proprio channels; "no change" predicts z_k = z_0):',
+           f'{"rollout":<9} {"k":>2} {"model":>11} {"no change":>11} {"ratio":>7}']
+  for mode in ROLLOUT_MODES:
+    e = evaluation['errors'][mode]
+    for k in sorted({1, h}):
+      m, b = e['model']['loss'][k - 1], e['no_change']['loss'][k - 1]
+      ratio = m / b if b > 0 else math.nan
+      lines.append(f'{mode:<9} {k:>2} {m:>11.4g} {b:>11.4g} {ratio:>7.3f}')
+  return '\n'.join(lines)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       progress: bool = True) -> dict[str, Any]:
+  """Runs (or resumes) training and the final evaluation; returns a summary dict."""
+  from wmjax import envs  # pylint: disable=g-import-not-at-top
+
+  check_config(config)
+  t = config.train
+  env = envs.load(config.task)
+  ds, train, val = load_data(config, workdir, env)
+  out_dir = os.path.join(workdir, OUT_DIR)
+  os.makedirs(out_dir, exist_ok=True)
+
+  model_kwargs = training.world_model_kwargs(config, env)
+  model = training.build_world_model(model_kwargs)
+  needs_pixels = model.obs_key == 'pixels'
+  optimizer = training.make_optimizer(t)
+  root = jax.random.key(int(config.seed))
+  meta = training.make_meta(config, model_kwargs=model_kwargs,
+                            dataset_fingerprint=ds.meta['arrays_sha256'][:16])
+
+  obs = {k: jnp.zeros(s.shape, s.dtype) for k, s in model.obs_spec.items()}
+
+  def init_state(encoder_params=None):
+    params = model.init(jax.random.fold_in(root, _INIT), obs, encoder_params=encoder_params)
+    return training.create_train_state(params, optimizer)
+
+  ckpt = training.Checkpointer(os.path.join(out_dir), keep=int(t.keep))
+  writer = training.MetricWriter(out_dir)
+  t_start = time.perf_counter()
+  resumed_from = ckpt.latest_step()
+  pretrain_summary = None
+  if resumed_from is not None:
+    target = jax.eval_shape(init_state)
+    state, stored = ckpt.restore(target, expected_meta=meta)
+    pretrain_summary = stored.get('encoder_pretraining')
+    print(f'Resuming from the checkpoint at step {resumed_from} in {ckpt.directory}.')
+    writer.truncate_after(resumed_from)
+  else:
+    encoder_params = None
+    if model.encoder_name == 'conv':
+      print(f'Pretraining the conv encoder ({t.encoder_pretrain_steps} steps) ...')
+      encoder_params, pretrain_summary = pretrain_encoder(config, env, train, model_kwargs,
+                                                          progress)
+      writer.write(0, pretrain_summary, split='encoder_pretraining')
+    state = init_state(encoder_params)
+  meta['encoder_pretraining'] = pretrain_summary
+  if resumed_from is None and pretrain_summary is not None:
+    ckpt.save(state, meta)  # The pretrained encoder is kept even if training stops early.
+
+  train_iteration, eval_batch, rollout_eval = make_functions(model, config, env, optimizer,
+                                                             needs_pixels)
+  steps = int(t.steps)
+  step = int(jax.device_get(state.step))
+  best = ckpt.best_val_loss()
+  last_val = None
+  t_loop = time.perf_counter()
+  first_step = step
+  with tqdm.tqdm(total=steps, initial=min(step, steps), desc='world model', disable=not progress,
+                 dynamic_ncols=True) as bar:
+    while step < steps:
+      state, metrics = train_iteration(state, train, root)
+      step += 1
+      bar.update(1)
+      if step % int(t.log_every) == 0 or step == steps:
+        host = jax.device_get(metrics)
+        elapsed = time.perf_counter() - t_loop
+        host['steps_per_s'] = (step - first_step) / max(elapsed, 1e-9)
+        writer.write(step, host)
+        bar.set_postfix(loss=f'{float(host["loss"]):.4g}')
+      do_eval = val is not None and (step % int(t.eval_every) == 0 or step == steps)
+      do_ckpt = step % int(t.checkpoint_every) == 0 or step == steps
+      val_loss = None
+      if do_eval:
+        val_metrics = validation_loss(eval_batch, state, val, config, env, needs_pixels)
+        val_loss = last_val = val_metrics['loss']
+        writer.write(step, val_metrics, split='val')
+        if best is None or val_loss < best:
+          best = val_loss
+          ckpt.save_if_best(state, dict(meta, best_val_loss=best), val_loss)
+      if do_ckpt:
+        ckpt.save(state, dict(meta, best_val_loss=best), val_loss=val_loss)
+  if val is not None and last_val is None:  # Nothing left to train (a finished run restarted).
+    last_val = validation_loss(eval_batch, state, val, config, env, needs_pixels)['loss']
+  ckpt.wait()
+  train_seconds = time.perf_counter() - t_loop
+
+  summary = {
+      'task': config.task, 'variant': config.variant, 'steps': step,
+      'resumed_from': resumed_from, 'train_seconds': train_seconds,
+      'steps_per_second': (step - first_step) / max(train_seconds, 1e-9),
+      'final_val_loss': last_val, 'best_val_loss': best, 'best_step': ckpt.latest_step('best'),
+      'num_params': int(sum(np.size(x) for x in jax.tree.leaves(state.params))),
+      'encoder': model.encoder_name, 'encoder_pretraining': pretrain_summary,
+      'checkpoint_dir': ckpt.directory,
+  }
+  if val is not None:
+    evaluation = final_evaluation(rollout_eval, training.full_params(state), val, config, env,
+                                  needs_pixels)
+    evaluation.update(step=step, val_loss=last_val, best_val_loss=best)
+    with open(os.path.join(out_dir, EVAL_FILE + '.tmp'), 'w') as f:
+      json.dump(evaluation, f, indent=1)
+    os.replace(os.path.join(out_dir, EVAL_FILE + '.tmp'), os.path.join(out_dir, EVAL_FILE))
+    summary['evaluation'] = evaluation
+    e = evaluation['errors']
+    h = evaluation['horizon']
+    for mode in ROLLOUT_MODES:
+      for k in sorted({1, h}):
+        summary[f'{mode}_{k}step_ratio'] = (
+            e[mode]['model']['loss'][k - 1] / max(e[mode]['no_change']['loss'][k - 1], 1e-30))
+  writer.close()
+  ckpt.close()
+  summary['total_seconds'] = time.perf_counter() - t_start
+  return summary
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+  if 'evaluation' in summary:
+    print(format_table(summary['evaluation']))
+  for k in ('task', 'variant', 'encoder', 'num_params', 'steps', 'resumed_from',
+            'steps_per_second', 'final_val_loss', 'best_val_loss', 'best_step', 'train_seconds',
+            'checkpoint_dir'):
+    v = summary.get(k)
+    print(f'{k:<18} {v:.4g}' if isinstance(v, float) else f'{k:<18} {v}')
+
+
+def main(argv, config_flag, workdir_flag):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every save step at INFO.
+  jax.config.update('jax_compilation_cache_dir', os.environ.get(
+      'WMJAX_JAX_CACHE', os.path.join(os.path.expanduser('~'), '.cache', 'wmjax', 'jax')))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  print_summary(train_and_evaluate(config_flag.value, workdir_flag.value))
+
+
+if __name__ == '__main__':
+  _flags = define_flags()
+  app.run(lambda argv: main(argv, *_flags))

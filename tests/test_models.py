@@ -1,0 +1,277 @@
+"""Contracts of the world-model modules at tiny sizes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from wmjax import models
+from wmjax.models import conv
+from wmjax.models import predictor as predictor_lib
+
+TINY_PREDICTOR = dict(depth=2, num_heads=2, head_dim=8, mlp_dim=32)
+P = 3  # proprio size
+A = 10  # frameskip * A
+
+
+def _conv_wm(**kw):
+  cfg = dict(encoder='conv', image_size=8, proprio_dim=P, action_dim=A, num_hist=3,
+             conv=dict(channels=(4, 8), token_dim=6), predictor=TINY_PREDICTOR)
+  cfg.update(kw)
+  return models.make_world_model(cfg)
+
+
+def _obs(wm, lead, seed=0):
+  rng = np.random.default_rng(seed)
+  obs = {'proprio': rng.normal(size=lead + (wm.proprio_dim,)).astype(np.float32),
+         'state': rng.normal(size=lead + (max(wm.state_dim, 1),)).astype(np.float32)}
+  if wm.obs_key == 'pixels':
+    obs['pixels'] = rng.integers(0, 256, lead + (wm.image_size, wm.image_size, 3), dtype=np.uint8)
+  return obs
+
+
+@pytest.fixture(scope='module', name='setup')
+def fixture_setup():
+  wm = _conv_wm()
+  params = wm.init(jax.random.key(0), _obs(wm, ()))
+  z = wm.encode(params, _obs(wm, (3,)))
+  actions = jnp.asarray(np.random.default_rng(1).normal(size=(3, A)), jnp.float32)
+  return wm, params, z, actions
+
+
+def _perturb(tree, t, seed):
+  """Replaces frame t of every leaf (leading axis T) with noise."""
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda x: x.at[t].set(rng.normal(size=x.shape[1:]).astype(x.dtype)), tree)
+
+
+def test_frame_causal_mask():
+  m = predictor_lib.frame_causal_mask(3, 2)
+  expect = np.kron(np.tril(np.ones((3, 3), bool)), np.ones((2, 2), bool))
+  np.testing.assert_array_equal(m, expect)
+
+
+@pytest.mark.parametrize('encoder', ['identity', 'conv', 'dinov2_vits14'])
+def test_shapes_of_every_module(encoder):
+  kw = dict(encoder=encoder, image_size=8, state_dim=5, proprio_dim=P, action_dim=A, num_hist=2,
+            conv=dict(channels=(4,), token_dim=6),
+            dinov2=dict(resize_to=8, patch_size=4, dim=8, depth=1, num_heads=2, mlp_dim=16,
+                        pos_grid=3),
+            predictor=dict(TINY_PREDICTOR, width=16))
+  wm = models.make_world_model(**kw)
+  n, dv = {'identity': (1, 5), 'conv': (16, 6), 'dinov2_vits14': (4, 8)}[encoder]
+  assert wm.latent_spec == models.LatentSpec(n, dv, 10, 10, A, dv + 20)
+  hash(wm)  # Static and hashable: safe to close over in jit.
+  params = wm.init(jax.random.key(0), _obs(wm, (4,)))
+  assert set(params) == {'encoder', 'proprio_encoder', 'action_encoder', 'predictor'}
+  assert 'proj_in' in params['predictor'] and 'proj_out' in params['predictor']
+
+  @jax.jit
+  def run(params, obs, actions):  # One compile for every module.
+    z = wm.encode(params, obs)
+    z0 = jax.tree.map(lambda x: x[0, 0], z)
+    rollouts = {m: wm.rollout(params, z0, actions[0], mode=m) for m in models.ROLLOUT_MODES}
+    return z, wm.embed_actions(params, actions), wm.predict(params, z, actions), rollouts
+
+  z, emb, out, rollouts = run(params, _obs(wm, (4, 2)), jnp.zeros((4, 2, A)))
+  assert z['visual'].shape == (4, 2, n, dv) and z['proprio'].shape == (4, 2, 10)
+  assert emb.shape == (4, 2, 10)
+  assert jax.tree.map(jnp.shape, out) == jax.tree.map(jnp.shape, z)
+  for r in rollouts.values():  # Both rollout modes: z0 + H = 2 predicted frames.
+    assert r['visual'].shape == (3, n, dv) and r['proprio'].shape == (3, 10)
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(r))
+  if encoder == 'conv':
+    assert wm.decode(params, z['visual']).shape == (4, 2, 8, 8, 3)
+  else:
+    with pytest.raises(ValueError, match='decode needs the conv encoder'):
+      wm.decode(params, z['visual'])
+
+
+def test_paper_size_predictor_has_about_20m_parameters():
+  wm = models.make_world_model(encoder='dinov2_vits14', image_size=224, proprio_dim=4)
+  shapes = jax.eval_shape(wm.init, jax.random.key(0), wm.obs_spec)
+  count = lambda t: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(t))
+  assert wm.latent_spec.num_tokens == 196 and wm.latent_spec.token_dim == 404
+  assert 19.5e6 < count(shapes['predictor']) < 20.5e6
+  assert 21.5e6 < count(shapes['encoder']) < 22.5e6  # ViT-S/14.
+
+
+@pytest.mark.parametrize('t', [1, 2])
+def test_causal_mask_blocks_future_frames(setup, t):
+  wm, params, z, actions = setup
+  base = wm.predict(params, z, actions)
+  z2, a2 = _perturb(z, t, seed=t), _perturb(actions, t, seed=10 + t)
+  out = wm.predict(params, z2, a2)
+  for k in ('visual', 'proprio'):
+    np.testing.assert_array_equal(out[k][:t], base[k][:t])  # Exactly unchanged.
+    assert not np.allclose(out[k][t:], base[k][t:])
+
+
+def test_encoder_is_frozen(setup):
+  wm, params, _, _ = setup
+  obs = _obs(wm, (2,))
+  g = jax.grad(lambda p: sum(jnp.sum(x**2) for x in jax.tree.leaves(wm.encode(p, obs))))(params)
+  assert all(np.all(x == 0) for x in jax.tree.leaves(g['encoder']))
+  assert any(np.any(x != 0) for x in jax.tree.leaves(g['proprio_encoder']))
+
+
+def test_rollouts_match_python_loops(setup):
+  wm, params, z, _ = setup
+  z0 = jax.tree.map(lambda x: x[0], z)
+  actions = jnp.asarray(np.random.default_rng(2).normal(size=(5, A)), jnp.float32)
+  # Markov: z_{t+1} = predictor([z_t | a_t]) on one frame.
+  frames = [z0]
+  for t in range(5):
+    one = jax.tree.map(lambda x: x[None], frames[-1])
+    frames.append(jax.tree.map(lambda x: x[0], wm.predict(params, one, actions[t:t + 1])))
+  got = jax.jit(lambda p, z0, a: wm.rollout(p, z0, a, mode='markov'))(params, z0, actions)
+  for k in ('visual', 'proprio'):
+    np.testing.assert_allclose(got[k], np.stack([f[k] for f in frames]), atol=1e-5)
+  # History: window grows 1 -> num_hist, then slides.
+  frames = [z0]
+  for t in range(5):
+    lo = max(0, t + 1 - wm.num_hist)
+    window = {k: jnp.stack([f[k] for f in frames[lo:]]) for k in ('visual', 'proprio')}
+    pred = wm.predict(params, window, actions[lo:t + 1])
+    frames.append(jax.tree.map(lambda x: x[-1], pred))
+  got = jax.jit(lambda p, z0, a: wm.rollout(p, z0, a, mode='history'))(params, z0, actions)
+  for k in ('visual', 'proprio'):
+    np.testing.assert_allclose(got[k], np.stack([f[k] for f in frames]), atol=1e-5)
+  # The two rollouts differ once the history holds more than one frame.
+  markov = wm.rollout(params, z0, actions, mode='markov')
+  np.testing.assert_allclose(markov['visual'][1], got['visual'][1], atol=1e-5)
+  assert not np.allclose(markov['visual'][2:], got['visual'][2:])
+
+
+def test_history_buffer_padding_does_not_matter(setup):
+  wm, params, z, _ = setup
+  z0 = jax.tree.map(lambda x: x[0], z)
+  actions = jnp.asarray(np.random.default_rng(3).normal(size=(4, A)), jnp.float32)
+  rng = np.random.default_rng(4)
+  pad = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape) * 100, x.dtype), z0)
+  run = jax.jit(wm._rollout_history)  # pylint: disable=protected-access
+  a = run(params, z0, actions, jax.tree.map(jnp.zeros_like, z0))
+  b = run(params, z0, actions, pad)
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+@pytest.mark.parametrize('mode', models.ROLLOUT_MODES)
+def test_rollout_gradients_wrt_actions(setup, mode):
+  wm, params, z, _ = setup
+  z0 = jax.tree.map(lambda x: x[0], z)
+  goal = jax.tree.map(lambda x: x[2], z)
+
+  def cost(actions):
+    zs = wm.rollout(params, z0, actions, mode=mode)
+    return jnp.mean((zs['visual'][-1] - goal['visual'])**2) + jnp.mean(
+        (zs['proprio'][-1] - goal['proprio'])**2)
+
+  g = jax.jit(jax.grad(cost))(jnp.zeros((4, A)))
+  assert g.shape == (4, A)
+  assert np.all(np.isfinite(g))
+  assert np.all(np.abs(g).sum(-1) > 0)  # Every step's action matters.
+
+
+def test_dropout_only_when_not_deterministic(setup):
+  wm, params, z, actions = setup
+  k1, k2 = jax.random.key(1), jax.random.key(2)
+  det = wm.predict(params, z, actions)
+  jax.tree.map(np.testing.assert_array_equal, det, wm.predict(params, z, actions, rng=k1))
+  d1 = wm.predict(params, z, actions, rng=k1, deterministic=False)
+  jax.tree.map(np.testing.assert_array_equal, d1,
+               wm.predict(params, z, actions, rng=k1, deterministic=False))
+  assert not np.allclose(d1['visual'], det['visual'])
+  assert not np.allclose(d1['visual'],
+                         wm.predict(params, z, actions, rng=k2, deterministic=False)['visual'])
+  with pytest.raises(ValueError, match='needs rng'):
+    wm.predict(params, z, actions, deterministic=False)
+  no_dropout = _conv_wm(predictor=dict(TINY_PREDICTOR, dropout=0.0))
+  jax.tree.map(np.testing.assert_array_equal,
+               no_dropout.predict(params, z, actions, rng=k1, deterministic=False), det)
+
+
+def test_predict_embedded_matches_predict(setup):
+  wm, params, z, actions = setup
+  emb = wm.embed_actions(params, actions)
+  jax.tree.map(np.testing.assert_array_equal, wm.predict(params, z, actions),
+               wm.predict_embedded(params, z['visual'], z['proprio'], emb))
+
+
+def _dot_images(n, size, seed=0):
+  """Grey background with one small coloured square at random positions."""
+  rng = np.random.default_rng(seed)
+  imgs = np.full((n, size, size, 3), 200, np.uint8)
+  for i in range(n):
+    x, y = rng.integers(0, size - 3, 2)
+    imgs[i, y:y + 3, x:x + 3] = rng.integers(0, 120, 3)
+  return imgs
+
+
+def test_conv_autoencoder_pretraining_lowers_loss():
+  cfg = dict(image_size=16, channels=(8, 16), token_dim=6)
+  wm = _conv_wm(image_size=16, conv=dict(channels=(8, 16), token_dim=6))
+  enc, metrics = models.pretrain_conv_autoencoder(
+      _dot_images(32, 16), cfg, jax.random.key(0), steps=60, batch_size=16, learning_rate=3e-3,
+      steps_per_call=30, progress=False)
+  assert metrics['loss'].shape == (60,)
+  assert metrics['final_loss'] < 0.3 * metrics['initial_loss']
+  assert metrics['final_foreground_mse'] < metrics['initial_foreground_mse']
+  params = wm.init(jax.random.key(1), _obs(wm, ()), encoder_params=enc)
+  jax.tree.map(np.testing.assert_array_equal, params['encoder'], enc)
+  with pytest.raises(ValueError, match='encoder_params do not match'):
+    _conv_wm().init(jax.random.key(1), _obs(_conv_wm(), ()), encoder_params=enc)
+  with pytest.raises(ValueError, match=r'images must be \(M, 16, 16, 3\)'):
+    models.pretrain_conv_autoencoder(_dot_images(4, 8), cfg, jax.random.key(0), steps=1)
+
+
+def test_foreground_weights_mark_the_object():
+  img = _dot_images(1, 16)[0].astype(np.float32) / 255
+  w = conv.foreground_weights(jnp.asarray(img), 10.0)
+  assert w.shape == (16, 16, 1)
+  assert int((w > 1).sum()) == 9
+
+
+def test_bad_input_raises_clear_errors(setup):
+  wm, params, z, actions = setup
+  obs = _obs(wm, (2,))
+  with pytest.raises(ValueError, match=r"obs is missing \['pixels'\]"):
+    wm.encode(params, {'proprio': obs['proprio']})
+  with pytest.raises(ValueError, match=r"obs\['pixels'\] must have shape \(\.\.\., 8, 8, 3\)"):
+    wm.encode(params, dict(obs, pixels=np.zeros((2, 9, 8, 3), np.uint8)))
+  with pytest.raises(ValueError, match='must be uint8'):
+    wm.encode(params, dict(obs, pixels=obs['pixels'].astype(np.float32)))
+  with pytest.raises(ValueError, match=r"obs\['proprio'\] must have shape \(\.\.\., 3\)"):
+    wm.encode(params, dict(obs, proprio=np.zeros((2, 4), np.float32)))
+  with pytest.raises(ValueError, match='different leading shapes'):
+    wm.encode(params, dict(obs, proprio=np.zeros((3, P), np.float32)))
+  with pytest.raises(ValueError, match=r'actions must have shape \(3, 10\)'):
+    wm.predict(params, z, actions[:, :8])
+  with pytest.raises(ValueError, match=r'actions must be \(\.\.\., 10\)'):
+    wm.embed_actions(params, jnp.zeros((2, 4)))
+  z4 = jax.tree.map(lambda x: jnp.concatenate([x, x[:1]]), z)
+  with pytest.raises(ValueError, match=r'T=4 must be in \[1, num_hist=3\]'):
+    wm.predict(params, z4, jnp.zeros((4, A)))
+  with pytest.raises(ValueError, match='keys visual, proprio'):
+    wm.predict(params, {'visual': z['visual']}, actions)
+  z0 = jax.tree.map(lambda x: x[0], z)
+  with pytest.raises(ValueError, match="Unknown rollout mode 'loop'"):
+    wm.rollout(params, z0, actions, mode='loop')
+  with pytest.raises(ValueError, match='z0 must be one frame'):
+    wm.rollout(params, z, actions)
+  with pytest.raises(ValueError, match=r'actions must have shape \(3, 10\)'):
+    wm.rollout(params, z0, jnp.zeros((3, 4)))
+
+
+def test_bad_config_raises_clear_errors():
+  with pytest.raises(ValueError, match="Unknown world-model config field 'predictor.depht'"):
+    _conv_wm(predictor=dict(depht=2))
+  with pytest.raises(ValueError, match="Unknown encoder 'resnet'"):
+    models.make_world_model(encoder='resnet', proprio_dim=P)
+  with pytest.raises(ValueError, match='proprio_dim must be >= 1'):
+    models.make_world_model(encoder='conv')
+  with pytest.raises(ValueError, match='set state_dim >= 1'):
+    models.make_world_model(encoder='identity', proprio_dim=P)
+  with pytest.raises(ValueError, match='attention_impl'):
+    _conv_wm(predictor=dict(attention_impl='flash'))
+  with pytest.raises(ValueError, match='divisible by 2\\*\\*len\\(channels\\)'):
+    _conv_wm(image_size=10).latent_spec  # pylint: disable=expression-not-assigned

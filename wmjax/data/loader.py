@@ -1,0 +1,345 @@
+"""Training windows from an offline dataset: split, normalise, sample, render.
+
+A window (DINO-WM convention, PAPER.md section 2) is num_hist + 1 frames spaced
+`frameskip` env steps apart, starting at env step s of one trajectory:
+
+  frame k      = state at env step s + k * frameskip,           k = 0 .. num_hist
+  model action = concat(raw actions s + k * frameskip .. s + (k+1) * frameskip - 1),
+                 k = 0 .. num_hist - 1, shape (frameskip * A,): the actions that lead
+                 from frame k to frame k + 1.
+
+Batches are dictionaries
+  {'state': (B, num_hist+1, S) raw, 'proprio': (B, num_hist+1, P) normalised,
+   'actions': (B, num_hist, frameskip*A) normalised,
+   'pixels': (B, num_hist+1, H, W, 3) uint8 (added by `add_pixels`)}.
+Normalisation uses the dataset's statistics (meta.json), action stats tiled over
+frameskip: normalised = (raw - mean) / std.
+
+Arrays are put on device once (`to_device`); sampling and rendering happen inside jit.
+"""
+
+import functools
+import math
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from wmjax.data import dataset as dataset_lib
+from wmjax.envs import base
+from wmjax.envs import render as render_lib
+
+Batch = dict[str, jax.Array]
+
+
+class Stats(NamedTuple):
+  """Normalisation statistics of a dataset (raw action, per channel)."""
+
+  action_mean: jax.Array   # (A,)
+  action_std: jax.Array    # (A,)
+  proprio_mean: jax.Array  # (P,)
+  proprio_std: jax.Array   # (P,)
+  state_mean: jax.Array    # (S,)
+  state_std: jax.Array     # (S,)
+
+
+def stats_from_meta(meta: Mapping[str, Any]) -> Stats:
+  """Stats of a dataset's meta.json as float32 jnp arrays."""
+  s = meta['stats']
+  return Stats(*(jnp.asarray(s[f], jnp.float32) for f in Stats._fields))
+
+
+def _tile(x: jax.Array, width: int) -> jax.Array:
+  if width % x.shape[-1]:
+    raise ValueError(f'Action width {width} is not a multiple of the raw action size '
+                     f'{x.shape[-1]}.')
+  return jnp.tile(x, width // x.shape[-1])
+
+
+def normalize_actions(actions: jax.Array, stats: Stats) -> jax.Array:
+  """Raw -> normalised actions. actions: (..., k*A) (k raw actions concatenated)."""
+  w = actions.shape[-1]
+  return (actions - _tile(stats.action_mean, w)) / _tile(stats.action_std, w)
+
+
+def denormalize_actions(actions: jax.Array, stats: Stats) -> jax.Array:
+  """Normalised -> raw actions. actions: (..., k*A)."""
+  w = actions.shape[-1]
+  return actions * _tile(stats.action_std, w) + _tile(stats.action_mean, w)
+
+
+def normalize_proprio(proprio: jax.Array, stats: Stats) -> jax.Array:
+  """proprio: (..., P) raw -> normalised."""
+  return (proprio - stats.proprio_mean) / stats.proprio_std
+
+
+def denormalize_proprio(proprio: jax.Array, stats: Stats) -> jax.Array:
+  """proprio: (..., P) normalised -> raw."""
+  return proprio * stats.proprio_std + stats.proprio_mean
+
+
+class WindowArrays(NamedTuple):
+  """A dataset on device, ready for jitted window sampling.
+
+  Attributes:
+    states: (N, T+1, S) raw.
+    proprio: (N, T+1, P) raw.
+    actions: (N, T, A) raw.
+    stats: normalisation statistics.
+  """
+
+  states: jax.Array
+  proprio: jax.Array
+  actions: jax.Array
+  stats: Stats
+
+
+def to_device(ds: dataset_lib.Dataset, device: Any = None) -> WindowArrays:
+  """Copies a dataset's arrays to a device once."""
+  put = functools.partial(jax.device_put, device=device)
+  return WindowArrays(put(ds.states), put(ds.proprio), put(ds.actions),
+                      jax.tree.map(put, stats_from_meta(ds.meta)))
+
+
+def split(ds: dataset_lib.Dataset, val_fraction: float,
+          seed: int) -> tuple[dataset_lib.Dataset, dataset_lib.Dataset]:
+  """Splits by trajectory into (train, val) with a seeded permutation.
+
+  Both halves keep the full dataset's normalisation statistics. With val_fraction > 0
+  the validation half has at least one trajectory; the training half must keep one.
+
+  Args:
+    ds: the dataset.
+    val_fraction: in [0, 1).
+    seed: permutation seed.
+  """
+  n = ds.num_trajectories
+  if not 0.0 <= val_fraction < 1.0:
+    raise ValueError(f'val_fraction must be in [0, 1), got {val_fraction}.')
+  n_val = int(round(n * val_fraction))
+  if val_fraction > 0:
+    n_val = max(n_val, 1)
+  if n_val >= n:
+    raise ValueError(f'val_fraction {val_fraction} of {n} trajectories leaves none to train on.')
+  perm = np.random.default_rng(seed).permutation(n)
+  val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+
+  def take(idx, name):
+    meta = dict(ds.meta, num_trajectories=int(len(idx)), split=name,
+                trajectory_indices=idx.tolist())
+    return dataset_lib.Dataset(ds.states[idx], ds.proprio[idx], ds.actions[idx], meta)
+
+  return take(train_idx, 'train'), take(val_idx, 'val')
+
+
+def _check_window(arrays: WindowArrays, num_hist: int, frameskip: int) -> int:
+  if num_hist < 1 or frameskip < 1:
+    raise ValueError(f'num_hist and frameskip must be >= 1, got {num_hist}, {frameskip}.')
+  span = num_hist * frameskip
+  t = arrays.actions.shape[1]
+  if t < span:
+    raise ValueError(f'Trajectories of {t} steps are shorter than one window of '
+                     f'num_hist * frameskip = {span} steps.')
+  if arrays.actions.shape[0] < 1:
+    raise ValueError('Cannot take windows from an empty dataset.')
+  return span
+
+
+def gather_windows(arrays: WindowArrays, traj: jax.Array, start: jax.Array, num_hist: int,
+                   frameskip: int) -> Batch:
+  """Windows at given trajectories and start steps (jittable; num_hist/frameskip static).
+
+  Args:
+    arrays: dataset on device.
+    traj: (B,) int trajectory indices.
+    start: (B,) int start env steps, 0 <= start <= T - num_hist * frameskip.
+    num_hist: history frames per window (the window holds num_hist + 1 frames).
+    frameskip: env steps between frames.
+
+  Returns:
+    {'state': (B, num_hist+1, S) raw, 'proprio': (B, num_hist+1, P) normalised,
+     'actions': (B, num_hist, frameskip*A) normalised}.
+  """
+  _check_window(arrays, num_hist, frameskip)
+  b = traj.shape[0]
+  frame_idx = start[:, None] + frameskip * jnp.arange(num_hist + 1)   # (B, num_hist+1)
+  act_idx = start[:, None] + jnp.arange(num_hist * frameskip)         # (B, num_hist*fs)
+  states = arrays.states[traj[:, None], frame_idx]
+  proprio = arrays.proprio[traj[:, None], frame_idx]
+  raw = arrays.actions[traj[:, None], act_idx]                        # (B, num_hist*fs, A)
+  # Section 2: a model action is frameskip raw actions concatenated.
+  actions = raw.reshape(b, num_hist, frameskip * raw.shape[-1])
+  return {
+      'state': states,
+      'proprio': normalize_proprio(proprio, arrays.stats),
+      'actions': normalize_actions(actions, arrays.stats),
+  }
+
+
+@functools.partial(jax.jit, static_argnames=('batch_size', 'num_hist', 'frameskip'))
+def sample_windows(arrays: WindowArrays, key: jax.Array, batch_size: int, num_hist: int,
+                   frameskip: int) -> Batch:
+  """Uniformly random windows (every (trajectory, start) pair equally likely).
+
+  Args:
+    arrays: dataset on device.
+    key: PRNG key.
+    batch_size, num_hist, frameskip: static sizes.
+
+  Returns:
+    A batch as in `gather_windows`.
+  """
+  span = _check_window(arrays, num_hist, frameskip)
+  n, t = arrays.actions.shape[:2]
+  k_traj, k_start = jax.random.split(key)
+  traj = jax.random.randint(k_traj, (batch_size,), 0, n)
+  start = jax.random.randint(k_start, (batch_size,), 0, t - span + 1)
+  return gather_windows(arrays, traj, start, num_hist, frameskip)
+
+
+def add_pixels(env: base.Env, batch: Batch, image_size: int) -> Batch:
+  """Adds 'pixels' (..., H, W, 3) uint8 rendered from batch['state'] (..., S). Jittable."""
+  state = batch['state']
+  flat = state.reshape(-1, state.shape[-1])
+  with jax.named_scope('render'):
+    imgs = jax.vmap(lambda s: env.render(s, image_size))(flat)
+  pixels = render_lib.to_uint8(imgs).reshape(*state.shape[:-1], *imgs.shape[1:])
+  return dict(batch, pixels=pixels)
+
+
+def window_index(num_trajectories: int, trajectory_length: int, num_hist: int, frameskip: int,
+                 stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Every window start of a fixed grid, in (trajectory, start) order.
+
+  Args:
+    num_trajectories, trajectory_length: N and T.
+    num_hist, frameskip: window shape.
+    stride: env steps between consecutive starts (default: frameskip).
+
+  Returns:
+    (traj (M,), start (M,)) int32 numpy arrays.
+  """
+  stride = frameskip if stride is None else stride
+  if stride < 1:
+    raise ValueError(f'stride must be >= 1, got {stride}.')
+  last = trajectory_length - num_hist * frameskip
+  if last < 0:
+    raise ValueError(f'Trajectories of {trajectory_length} steps are shorter than one window '
+                     f'of num_hist * frameskip = {num_hist * frameskip} steps.')
+  starts = np.arange(0, last + 1, stride, dtype=np.int32)
+  traj = np.repeat(np.arange(num_trajectories, dtype=np.int32), len(starts))
+  return traj, np.tile(starts, num_trajectories)
+
+
+@functools.partial(jax.jit, static_argnames=('num_hist', 'frameskip', 'env', 'image_size'))
+def _gather_jit(arrays, traj, start, num_hist, frameskip, env=None, image_size=None):
+  batch = gather_windows(arrays, traj, start, num_hist, frameskip)
+  if env is not None:
+    batch = add_pixels(env, batch, image_size)
+  return batch
+
+
+def iterate_windows(arrays: WindowArrays, batch_size: int, num_hist: int, frameskip: int,
+                    stride: int | None = None, max_windows: int | None = None,
+                    env: base.Env | None = None,
+                    image_size: int | None = None) -> Iterator[Batch]:
+  """Deterministic pass over a fixed window grid (for validation losses).
+
+  Windows come in `window_index` order; with `max_windows` an evenly spaced subset of
+  that many is taken. Every batch has `batch_size` windows except possibly the last.
+  With `env` and `image_size` the batches include 'pixels'.
+
+  Yields:
+    Batches as in `gather_windows` (+ 'pixels').
+  """
+  if (env is None) != (image_size is None):
+    raise ValueError('Give both env and image_size to render pixels, or neither.')
+  n, t = arrays.actions.shape[:2]
+  traj, start = window_index(n, t, num_hist, frameskip, stride)
+  if max_windows is not None and max_windows < len(traj):
+    pick = np.linspace(0, len(traj) - 1, max_windows).round().astype(np.int64)
+    traj, start = traj[pick], start[pick]
+  for i in range(0, len(traj), batch_size):
+    yield _gather_jit(arrays, jnp.asarray(traj[i:i + batch_size]),
+                      jnp.asarray(start[i:i + batch_size]), num_hist, frameskip, env,
+                      image_size)
+
+
+class WindowLoader(NamedTuple):
+  """A dataset bound to an env and window sizes.
+
+  Attributes:
+    train: training trajectories on device.
+    val: validation trajectories on device (None when val_fraction is 0).
+    stats: normalisation statistics (the whole dataset's).
+    meta: the dataset's meta.json.
+    sample: `sample(key) -> batch` of `batch_size` random training windows with pixels
+      (jitted; the arrays are passed as arguments, not baked in as constants).
+    validation: `validation() -> iterator of batches` over the fixed validation windows.
+  """
+
+  train: WindowArrays
+  val: WindowArrays | None
+  stats: Stats
+  meta: dict[str, Any]
+  sample: Callable[[jax.Array], Batch]
+  validation: Callable[[], Iterator[Batch]]
+
+
+def make_loader(ds: dataset_lib.Dataset, env: base.Env, *, batch_size: int, num_hist: int,
+                frameskip: int, image_size: int, val_fraction: float = 0.1, seed: int = 0,
+                val_stride: int | None = None,
+                max_val_windows: int | None = None) -> WindowLoader:
+  """Splits a dataset, puts it on device and binds samplers to it.
+
+  Args:
+    ds: the dataset (checked against the env's sizes).
+    env: the task, for rendering.
+    batch_size: training windows per batch.
+    num_hist, frameskip: window shape.
+    image_size: rendered image side.
+    val_fraction, seed: trajectory split (see `split`).
+    val_stride, max_val_windows: the validation window grid (see `iterate_windows`).
+  """
+  dataset_lib.check_compatible(
+      ds.meta, env.name or None, state_size=env.state_size, proprio_size=env.proprio_size,
+      action_size=env.action_size, num_hist=num_hist, frameskip=frameskip,
+      image_size=image_size)
+  train_ds, val_ds = split(ds, val_fraction, seed)
+  train = to_device(train_ds)
+  val = to_device(val_ds) if val_ds.num_trajectories else None
+
+  @jax.jit
+  def _sample(arrays, key):
+    batch = sample_windows(arrays, key, batch_size, num_hist, frameskip)
+    return add_pixels(env, batch, image_size)
+
+  def validation():
+    if val is None:
+      return iter(())
+    return iterate_windows(val, batch_size, num_hist, frameskip, stride=val_stride,
+                           max_windows=max_val_windows, env=env, image_size=image_size)
+
+  return WindowLoader(train, val, train.stats, ds.meta,
+                      functools.partial(_sample, train), validation)
+
+
+def batches(loader: WindowLoader, key: jax.Array) -> Iterator[Batch]:
+  """Endless stream of training batches from `loader.sample`, one fresh key each."""
+  while True:
+    key, sub = jax.random.split(key)
+    yield loader.sample(sub)
+
+
+def num_windows(meta: Mapping[str, Any], num_hist: int, frameskip: int) -> int:
+  """Distinct (trajectory, start) windows of a dataset (for epoch bookkeeping)."""
+  span = num_hist * frameskip
+  per = meta['trajectory_length'] - span + 1
+  return max(per, 0) * meta['num_trajectories']
+
+
+def steps_per_epoch(meta: Mapping[str, Any], num_hist: int, frameskip: int,
+                    batch_size: int) -> int:
+  """Batches that together see about as many windows as the dataset holds."""
+  return max(1, math.ceil(num_windows(meta, num_hist, frameskip) / batch_size))

@@ -1,0 +1,369 @@
+"""PushT in MJX: a round pusher pushes a T-shaped block on a table (PAPER.md section 5).
+
+Geometry and units follow gym-pusht / DINO-WM: a 512 x 512 px workspace with y pointing
+DOWN (image rows), a pusher of radius 15 px, a T made of a 120 x 30 crossbar and a 30 x 90
+stem below it. The block pose reported in the state is the midpoint of the crossbar's top
+edge and the block angle, with the T's local frame mapped to the world by
+`world = position + R(angle) @ local`, R = [[cos, -sin], [sin, cos]] (a positive angle
+turns the T clockwise on screen). The T rotates about the point 45 px below the top-edge
+midpoint (gym-pusht's centre of gravity).
+
+Control (section 5): relative PD targets. A raw action a in [-1, 1]^2 sets the target
+`agent_xy + 100 a` (clipped to the reachable workspace), held over one env step of 10
+physics substeps of 0.01 s (10 Hz control); each substep applies the acceleration
+`k_p (target - pos) - k_v vel` with k_p = 100, k_v = 20.
+
+Physics choices (the MJX scene):
+  * Simulated in units of 100 px (`_SCALE`); the state vector, targets and images are px.
+  * The pusher is a sphere (MJX has no cylinder-box collision) on two slide joints. It is
+    100x heavier than the block and driven by the force `mass * PD acceleration`, so it
+    follows the PD law almost exactly, as gym-pusht's kinematic agent does.
+  * The block is a planar body (slide x, slide y, hinge z) whose joints sit at the centre
+    of rotation. Planar joints get no floor friction from contacts, so the table is
+    emulated with joint damping: gym-pusht zeroes the block's velocity every substep
+    (pymunk space damping 0), i.e. the block moves only while pushed. Here the damping
+    time constant is m / c = 0.02 s, so a freed block keeps e^-5 < 1% of its speed one env
+    step after contact ends and is at rest (< 1e-4 px/step) two steps later; the
+    rotational damping is the translational one times I / m (gym-pusht's I / m, see
+    `_block_inertia`), so a push turns the block as much relative to how far it shifts it
+    as in the velocity-zeroing reference. The Euler
+    integrator treats joint damping implicitly, so this stiff damping is stable.
+  * All contacts are frictionless (condim 1): pusher-block as in the reference, and
+    against the four workspace walls (planes at 0 and 512 px) that keep both bodies
+    inside. Pusher targets are also clipped to [15, 497] px so the pusher rarely touches
+    a wall.
+  * The constraint solver is capped (4 iterations, 8 line-search iterations): ~5x faster
+    on batched contact scenes with no visible effect on these light contacts.
+
+State S = 7: (agent x, agent y, block x, block y, block angle in [-pi, pi), agent vx,
+agent vy) in px and px/s. Proprio P = 4: agent xy + agent velocity.
+Success (section 5): the L2 norm of (agent xy, block xy) minus the goal's, as one
+4-vector, < 20 px and the wrapped block-angle error < pi / 9.
+"""
+
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+from jax import lax
+from mujoco import mjx
+
+from wmjax.envs import base
+from wmjax.envs import render as render_lib
+
+# --- Geometry, px (section 5). ------------------------------------------------------
+WORKSPACE = 512.0      # Side of the square workspace.
+PUSHER_RADIUS = 15.0   # Pusher disk radius.
+BAR_HALF = (60.0, 15.0)    # Crossbar half extents (120 x 30).
+STEM_HALF = (15.0, 45.0)   # Stem half extents (30 x 90).
+# Box centres in the T's local frame (origin: crossbar top-edge midpoint, y down).
+BAR_CENTER = (0.0, 15.0)
+STEM_CENTER = (0.0, 75.0)
+# Centre of rotation in the local frame (gym-pusht: mean of the two boxes' centres).
+PIVOT = (0.0, 45.0)
+# T outline, local frame, clockwise on screen.
+T_VERTICES = np.array([(-60, 0), (60, 0), (60, 30), (15, 30), (15, 120), (-15, 120),
+                       (-15, 30), (-60, 30)], np.float32)
+
+# --- Control (section 5). --------------------------------------------------------------
+KP = 100.0             # PD position gain, 1/s^2.
+KV = 20.0              # PD velocity gain, 1/s.
+ACTION_SCALE = 100.0   # Relative target offset per unit action, px.
+SUBSTEPS = 10          # Physics substeps per env step.
+TIMESTEP = 0.01        # Physics substep, s.
+
+# --- Simulation. -----------------------------------------------------------------------
+_SCALE = 100.0         # px per simulation unit.
+_BLOCK_MASS = 1.0
+_PUSHER_MASS = 30.0
+_DAMPING_TIME = 0.02   # s: block velocity decays as exp(-t / _DAMPING_TIME) once free.
+
+
+def _block_inertia() -> float:
+  """The block's moment of inertia, sim units (mass `_BLOCK_MASS`).
+
+  gym-pusht gives its T (mass 1) the sum of each box's moment about the top-edge midpoint
+  computed as if each box had the full mass: 1500 + 6375 = 7875 px^2. Only the ratio
+  I / m matters for a quasi-static block (it sets how much a push turns the T relative to
+  how far it shifts it), so that value is kept for fidelity.
+  """
+  total = 0.0
+  for (hw, hh), (cx, cy) in ((BAR_HALF, BAR_CENTER), (STEM_HALF, STEM_CENTER)):
+    total += ((2 * hw)**2 + (2 * hh)**2) / 12.0 + cx**2 + cy**2
+  return _BLOCK_MASS * total / _SCALE**2
+
+
+def _model_xml() -> str:
+  s = _SCALE
+  inertia = _block_inertia()
+  c_lin = _BLOCK_MASS / _DAMPING_TIME
+  c_rot = inertia / _DAMPING_TIME
+  w = WORKSPACE / s
+  bar = (BAR_CENTER[0] - PIVOT[0], BAR_CENTER[1] - PIVOT[1])
+  stem = (STEM_CENTER[0] - PIVOT[0], STEM_CENTER[1] - PIVOT[1])
+  return f"""
+<mujoco model="pusht">
+  <option timestep="{TIMESTEP}" gravity="0 0 0" integrator="Euler" iterations="4"
+          ls_iterations="8"/>
+  <default>
+    <geom condim="1" friction="0 0 0" solimp="0.99 0.99 0.001"/>
+  </default>
+  <worldbody>
+    <geom name="wall_left" type="plane" size="0 0 1" pos="0 {w / 2} 0" zaxis="1 0 0"/>
+    <geom name="wall_right" type="plane" size="0 0 1" pos="{w} {w / 2} 0" zaxis="-1 0 0"/>
+    <geom name="wall_top" type="plane" size="0 0 1" pos="{w / 2} 0 0" zaxis="0 1 0"/>
+    <geom name="wall_bottom" type="plane" size="0 0 1" pos="{w / 2} {w} 0" zaxis="0 -1 0"/>
+    <body name="pusher">
+      <joint name="pusher_x" type="slide" axis="1 0 0"/>
+      <joint name="pusher_y" type="slide" axis="0 1 0"/>
+      <geom name="pusher" type="sphere" size="{PUSHER_RADIUS / s}" mass="{_PUSHER_MASS}"/>
+    </body>
+    <body name="block">
+      <joint name="block_x" type="slide" axis="1 0 0" damping="{c_lin}"/>
+      <joint name="block_y" type="slide" axis="0 1 0" damping="{c_lin}"/>
+      <joint name="block_angle" type="hinge" axis="0 0 1" damping="{c_rot}"/>
+      <inertial pos="0 0 0" mass="{_BLOCK_MASS}" diaginertia="{inertia} {inertia} {inertia}"/>
+      <geom name="bar" type="box" pos="{bar[0] / s} {bar[1] / s} 0"
+            size="{BAR_HALF[0] / s} {BAR_HALF[1] / s} 0.1"/>
+      <geom name="stem" type="box" pos="{stem[0] / s} {stem[1] / s} 0"
+            size="{STEM_HALF[0] / s} {STEM_HALF[1] / s} 0.1"/>
+    </body>
+  </worldbody>
+  <actuator>
+    <motor joint="pusher_x"/>
+    <motor joint="pusher_y"/>
+  </actuator>
+</mujoco>
+"""
+
+
+def _rot(angle: jax.Array) -> jax.Array:
+  """(2, 2) rotation matrix (local -> world)."""
+  c, s = jnp.cos(angle), jnp.sin(angle)
+  return jnp.array([[c, -s], [s, c]])
+
+
+def wrap_angle(angle: jax.Array) -> jax.Array:
+  """Wraps angles to [-pi, pi)."""
+  return jnp.mod(angle + jnp.pi, 2 * jnp.pi) - jnp.pi
+
+
+def to_local(state_vector: jax.Array, points: jax.Array) -> jax.Array:
+  """World px points (..., 2) -> the T's local frame (origin at the top-edge midpoint)."""
+  c, s = jnp.cos(state_vector[4]), jnp.sin(state_vector[4])
+  d = points - state_vector[2:4]
+  return jnp.stack([c * d[..., 0] + s * d[..., 1], -s * d[..., 0] + c * d[..., 1]], -1)
+
+
+def to_world(state_vector: jax.Array, points: jax.Array) -> jax.Array:
+  """Local-frame px points (..., 2) -> world px."""
+  c, s = jnp.cos(state_vector[4]), jnp.sin(state_vector[4])
+  x, y = points[..., 0], points[..., 1]
+  return state_vector[2:4] + jnp.stack([c * x - s * y, s * x + c * y], -1)
+
+
+def _sdf_box_local(p: jax.Array, center, half) -> jax.Array:
+  qx = jnp.abs(p[..., 0] - center[0]) - half[0]
+  qy = jnp.abs(p[..., 1] - center[1]) - half[1]
+  outside = jnp.sqrt(jnp.maximum(qx, 0.0)**2 + jnp.maximum(qy, 0.0)**2 + 1e-12) - 1e-6
+  return outside + jnp.minimum(jnp.maximum(qx, qy), 0.0)
+
+
+def block_sdf(state_vector: jax.Array, points: jax.Array) -> jax.Array:
+  """Signed distance (px, < 0 inside) from world points (..., 2) to the T block."""
+  p = to_local(state_vector, points)
+  return jnp.minimum(_sdf_box_local(p, BAR_CENTER, BAR_HALF),
+                     _sdf_box_local(p, STEM_CENTER, STEM_HALF))
+
+
+def pusher_gap(state_vector: jax.Array) -> jax.Array:
+  """() px between the pusher's rim and the T (<= ~0 means contact)."""
+  return block_sdf(state_vector, state_vector[:2]) - PUSHER_RADIUS
+
+
+class PushT(base.Env):
+  """PushT task (module docstring has the physics); one instance, vmap to batch."""
+
+  name = 'pusht'
+  state_size = 7
+  proprio_size = 4
+  action_size = 2
+  dt = SUBSTEPS * TIMESTEP
+  contact_tolerance = 1.0  # px: `pusher_gap` below this counts as contact (metrics).
+
+  def __init__(self):
+    self._mj_model = mujoco.MjModel.from_xml_string(_model_xml())
+    self._model = mjx.put_model(self._mj_model)
+
+  # --- Simulator <-> state vector. ---------------------------------------------------
+
+  def _from_data(self, data: mjx.Data) -> jax.Array:
+    qpos, qvel = data.qpos, data.qvel
+    angle = qpos[4]
+    pivot = jnp.asarray(PIVOT)
+    top = qpos[2:4] * _SCALE - _rot(angle) @ pivot
+    return jnp.concatenate([qpos[:2] * _SCALE, top, wrap_angle(angle)[None],
+                            qvel[:2] * _SCALE]).astype(jnp.float32)
+
+  def _make_state(self, data: mjx.Data) -> base.State:
+    sv = self._from_data(data)
+    zero = jnp.zeros((), jnp.float32)
+    return base.State(
+        data=data, obs={'state': sv, 'proprio': self._proprio_of(sv)}, reward=zero,
+        done=zero,
+        metrics={'contact': (pusher_gap(sv) < self.contact_tolerance).astype(jnp.float32)})
+
+  @staticmethod
+  def _proprio_of(sv: jax.Array) -> jax.Array:
+    return jnp.concatenate([sv[:2], sv[5:7]])
+
+  def reset_to(self, state_vector: jax.Array) -> base.State:
+    sv = jnp.asarray(state_vector, jnp.float32)
+    if sv.shape != (self.state_size,):
+      raise ValueError(f'pusht: state_vector must have shape (7,), got {sv.shape}.')
+    pivot_world = to_world(sv, jnp.asarray(PIVOT))
+    qpos = jnp.concatenate([sv[:2], pivot_world]) / _SCALE
+    qpos = jnp.concatenate([qpos, sv[4:5]])
+    qvel = jnp.concatenate([sv[5:7] / _SCALE, jnp.zeros(3)])
+    data = mjx.make_data(self._model)
+    data = data.replace(qpos=qpos, qvel=qvel)
+    return self._make_state(data)
+
+  def reset(self, key: jax.Array) -> base.State:
+    """gym-pusht's start distribution: agent in [50, 450]^2, block in [100, 400]^2, angle
+    uniform; poses where the pusher overlaps the T or the T leaves the workspace are
+    rejected (first valid of 16 candidates)."""
+    num = 16
+    k_agent, k_block, k_angle = jax.random.split(key, 3)
+    agent = jax.random.uniform(k_agent, (num, 2), minval=50.0, maxval=450.0)
+    block = jax.random.uniform(k_block, (num, 2), minval=100.0, maxval=400.0)
+    angle = jax.random.uniform(k_angle, (num, 1), minval=-jnp.pi, maxval=jnp.pi)
+    svs = jnp.concatenate([agent, block, angle, jnp.zeros((num, 2))], -1)
+    valid = jax.vmap(self._valid_start)(svs)
+    index = jnp.where(valid.any(), jnp.argmax(valid), num - 1)
+    return self.reset_to(svs[index])
+
+  @staticmethod
+  def _valid_start(sv: jax.Array, margin: float = 5.0) -> jax.Array:
+    corners = to_world(sv, jnp.asarray(T_VERTICES))
+    inside = jnp.all((corners > margin) & (corners < WORKSPACE - margin))
+    return inside & (pusher_gap(sv) > margin)
+
+  # --- Dynamics. ----------------------------------------------------------------------
+
+  def step(self, state: base.State, action: jax.Array) -> base.State:
+    self.check_action(action)
+    action = jnp.clip(action, self.action_low, self.action_high)
+    data = state.data
+    # Section 5: relative PD target, held for the whole env step.
+    lo = PUSHER_RADIUS / _SCALE
+    hi = (WORKSPACE - PUSHER_RADIUS) / _SCALE
+    target = jnp.clip(data.qpos[:2] + ACTION_SCALE / _SCALE * action, lo, hi)
+
+    def substep(d, _):
+      acc = KP * (target - d.qpos[:2]) - KV * d.qvel[:2]
+      d = d.replace(ctrl=_PUSHER_MASS * acc)
+      return mjx.step(self._model, d), None
+
+    data, _ = lax.scan(substep, data, None, length=SUBSTEPS)
+    return self._make_state(data)
+
+  def state_vector(self, state: base.State) -> jax.Array:
+    return state.obs['state']
+
+  def proprio(self, state: base.State) -> jax.Array:
+    return state.obs['proprio']
+
+  # --- Rendering. ---------------------------------------------------------------------
+
+  def render(self, state_vector: jax.Array, size: int = 64,
+             goal: jax.Array | None = None) -> jax.Array:
+    """Top-down image.
+
+    Args:
+      state_vector: (7,) state.
+      size: image side in pixels (static).
+      goal: optional (7,) goal state whose T is drawn as an outline (off by default).
+
+    Returns:
+      (size, size, 3) float32 RGB in [0, 1].
+    """
+    xs, ys = render_lib.pixel_centers(size, WORKSPACE)
+    soft = render_lib.pixel_size(size, WORKSPACE)
+    layers = []
+    if goal is not None:
+      sdf = _t_sdf_image(xs, ys, goal)
+      width = max(2.0 * soft, 4.0)
+      outline = render_lib.coverage(jnp.abs(sdf) - 0.5 * width, soft)
+      layers.append((outline, jnp.array([0.35, 0.75, 0.35])))
+    block = render_lib.coverage(_t_sdf_image(xs, ys, state_vector), soft)
+    layers.append((block, jnp.array([0.47, 0.53, 0.60])))
+    agent = render_lib.coverage(
+        render_lib.sdf_disk(xs, ys, state_vector[0], state_vector[1], PUSHER_RADIUS), soft)
+    layers.append((agent, jnp.array([0.25, 0.41, 0.88])))
+    return render_lib.composite(jnp.array([0.94, 0.94, 0.94]), layers)
+
+  # --- Evaluation. --------------------------------------------------------------------
+
+  def success(self, state_vector: jax.Array, goal: jax.Array) -> jax.Array:
+    pos_err, angle_err = _errors(state_vector, goal)
+    return (pos_err < 20.0) & (angle_err < jnp.pi / 9)  # Section 5.
+
+  def distance(self, state_vector: jax.Array, goal: jax.Array) -> jax.Array:
+    """sqrt(|4-vector position error|^2 + (60 px * angle error)^2), px: the angle error
+    counts as the arc travelled by a crossbar end."""
+    pos_err, angle_err = _errors(state_vector, goal)
+    return jnp.sqrt(pos_err**2 + (BAR_HALF[0] * angle_err)**2)
+
+  def sample_problem(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Section 5: the goal is the state 25 env steps along a held-out expert trajectory
+    from a random start (always reachable)."""
+    from wmjax.data import policies  # pylint: disable=g-import-not-at-top  (avoids a cycle)
+    return _expert_problem(self, policies.pusht_expert(self), key, 25)
+
+  # --- Actions. -----------------------------------------------------------------------
+
+  @property
+  def action_low(self) -> jax.Array:
+    return -jnp.ones((2,))
+
+  @property
+  def action_high(self) -> jax.Array:
+    return jnp.ones((2,))
+
+  @property
+  def action_std(self) -> jax.Array:
+    """Nominal std of the scripted expert's raw actions (measured: ~0.5 per axis)."""
+    return jnp.full((2,), 0.5)
+
+
+def _errors(state_vector: jax.Array, goal: jax.Array) -> tuple[jax.Array, jax.Array]:
+  pos_err = jnp.linalg.norm(state_vector[:4] - goal[:4])
+  angle_err = jnp.abs(wrap_angle(state_vector[4] - goal[4]))
+  return pos_err, angle_err
+
+
+def _t_sdf_image(xs: jax.Array, ys: jax.Array, sv: jax.Array) -> jax.Array:
+  """(size, size) signed distance to the T of state `sv` (px)."""
+  angle = sv[4]
+  boxes = []
+  for center, half in ((BAR_CENTER, BAR_HALF), (STEM_CENTER, STEM_HALF)):
+    c = to_world(sv, jnp.asarray(center, jnp.float32))
+    boxes.append(render_lib.sdf_box(xs, ys, c[0], c[1], half[0], half[1], angle))
+  return jnp.minimum(boxes[0], boxes[1])
+
+
+def _expert_problem(env: PushT, policy, key: jax.Array,
+                    steps: int) -> tuple[jax.Array, jax.Array]:
+  k_reset, k_init, k_roll = jax.random.split(key, 3)
+  state = env.reset(k_reset)
+  pstate = policy.init(k_init, state)
+
+  def body(carry, k):
+    s, p = carry
+    a, p = policy.act(p, s, k)
+    return (env.step(s, a), p), None
+
+  (final, _), _ = lax.scan(body, (state, pstate), jax.random.split(k_roll, steps))
+  return env.state_vector(state), env.state_vector(final)

@@ -1,0 +1,200 @@
+"""Closed-loop (MPC) and open-loop evaluation of a planner against a real simulator.
+
+An episode is one pure function: observe, plan, execute the first `execute` model actions in
+the simulator, warm-start, replan; up to an explicit budget of `num_replans` replans
+(PAPER.md section 3: the reference loop has no cap; here the budget is always explicit and
+reported beside results). Success is sticky once reached. The whole episode (simulate,
+render, encode, plan) is one `lax.scan`, so `jax.vmap` over instances and `jax.jit` over the
+batch run every episode of an evaluation inside one compiled program, on CPU, GPU or TPU.
+
+The episode knows the planner only through its `Planner` functions and the model only
+through `make_cost(obs, goal_obs) -> Cost`: any differentiable dynamics can be evaluated,
+including the simulator itself (the true-dynamics ceiling).
+
+Success and distance are checked after every executed model action (every `frameskip` env
+steps), for every planner alike, so planners that execute more actions per replan get no
+extra or fewer chances.
+"""
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from wmjax.envs import render as render_lib
+from wmjax.envs.base import Env
+from wmjax.planning.base import Planner
+from wmjax.types import Cost
+
+# (state vector (S,)) -> observation pytree given to `make_cost`.
+ObserveFn = Callable[[jax.Array], dict]
+# (obs, goal_obs) -> cost of a normalised model-action sequence (H, frameskip*A).
+MakeCostFn = Callable[[dict, dict], Cost]
+
+
+@struct.dataclass
+class Normalizer:
+  """Dataset statistics mapping normalised model actions / proprio to raw units.
+
+  Attributes:
+    action_mean: (A,) raw action mean.
+    action_std: (A,) raw action std.
+    proprio_mean: (P,) raw proprio mean.
+    proprio_std: (P,) raw proprio std.
+  """
+
+  action_mean: jax.Array
+  action_std: jax.Array
+  proprio_mean: jax.Array
+  proprio_std: jax.Array
+
+  def raw_actions(self, actions: jax.Array, frameskip: int) -> jax.Array:
+    """(H, frameskip*A) normalised model actions -> (H, frameskip, A) raw env actions."""
+    h = actions.shape[0]
+    a = self.action_mean.shape[0]
+    return actions.reshape(h, frameskip, a) * self.action_std + self.action_mean
+
+  def proprio(self, proprio: jax.Array) -> jax.Array:
+    """(P,) raw -> (P,) normalised."""
+    return (proprio - self.proprio_mean) / self.proprio_std
+
+
+@struct.dataclass
+class Episode:
+  """Result of one episode (leading batch axis after vmap).
+
+  Attributes:
+    success: () bool, sticky success.
+    success_step: () int32, model actions executed at first success (-1 if never).
+    replans_to_success: () int32, replans made up to first success (budget if never).
+    final_distance: () task distance to the goal at the end.
+    min_distance: () smallest task distance seen at a model-action boundary.
+    states: (R * E + 1, S) state vector after every executed model action (R replans,
+      E executed actions per replan), starting with the initial state.
+    plans: (R, H, frameskip*A) the plan returned at each replan (normalised).
+    plan_costs: (R,) the planner's final cost at each replan.
+  """
+
+  success: jax.Array
+  success_step: jax.Array
+  replans_to_success: jax.Array
+  final_distance: jax.Array
+  min_distance: jax.Array
+  states: jax.Array
+  plans: jax.Array
+  plan_costs: jax.Array
+
+
+def pixel_observer(env: Env, normalizer: Normalizer, image_size: int) -> ObserveFn:
+  """Observation as the world model sees it: rendered pixels, normalised proprio, state."""
+
+  def observe(state_vector: jax.Array) -> dict:
+    state = env.reset_to(state_vector)
+    return {
+        'pixels': render_lib.to_uint8(env.render(state_vector, image_size)),
+        'proprio': normalizer.proprio(env.proprio(state)),
+        'state': state_vector,
+    }
+
+  return observe
+
+
+def run_episode(
+    env: Env,
+    planner: Planner,
+    observe: ObserveFn,
+    make_cost: MakeCostFn,
+    normalizer: Normalizer,
+    init_state: jax.Array,
+    goal_state: jax.Array,
+    key: jax.Array,
+    *,
+    num_replans: int,
+    execute: int,
+    frameskip: int,
+) -> Episode:
+  """Runs one MPC episode (open loop: num_replans=1 and execute=horizon).
+
+  Args:
+    env: the real simulator (raw, not frame-skipped).
+    planner: a `Planner` over normalised model actions (H, frameskip*A).
+    observe: state vector (S,) -> observation pytree.
+    make_cost: (obs, goal_obs) -> Cost of (H, frameskip*A) normalised actions.
+    normalizer: maps normalised model actions to raw env actions.
+    init_state: (S,) initial state vector.
+    goal_state: (S,) goal state vector.
+    key: PRNG key.
+    num_replans: static budget of planner calls.
+    execute: static number of model actions executed per plan (<= horizon).
+    frameskip: raw env steps per model action.
+
+  Returns:
+    An `Episode`.
+  """
+  goal_obs = observe(goal_state)
+  key_init, key_loop = jax.random.split(key)
+  pstate = planner.init(key_init)
+
+  def step_model_action(state, raw):  # raw: (frameskip, A)
+    state = jax.lax.fori_loop(0, frameskip, lambda i, s: env.step(s, raw[i]), state)
+    sv = env.state_vector(state)
+    return state, (sv, env.success(sv, goal_state), env.distance(sv, goal_state))
+
+  def replan(carry, key):
+    state, pstate = carry
+    key_plan, key_shift = jax.random.split(key)
+    with jax.named_scope('plan'):
+      cost = make_cost(observe(env.state_vector(state)), goal_obs)
+      actions, pstate, info = planner.plan(cost, pstate, key_plan)
+    raw = normalizer.raw_actions(actions[:execute], frameskip)
+    state, (svs, succ, dist) = jax.lax.scan(step_model_action, state, raw)
+    pstate = planner.shift(pstate, execute, key_shift)
+    return (state, pstate), (svs, succ, dist, actions, info['cost'])
+
+  state0 = env.reset_to(init_state)
+  _, (svs, succ, dist, plans, costs) = jax.lax.scan(
+      replan, (state0, pstate), jax.random.split(key_loop, num_replans))
+  # svs: (R, E, S); succ/dist: (R, E).
+  succ = succ.reshape(-1)
+  dist = dist.reshape(-1)
+  reached = jnp.any(succ)
+  first = jnp.argmax(succ)
+  states = jnp.concatenate([init_state[None], svs.reshape(-1, svs.shape[-1])], axis=0)
+  return Episode(
+      success=reached,
+      success_step=jnp.where(reached, first + 1, -1).astype(jnp.int32),
+      replans_to_success=jnp.where(reached, first // execute + 1, num_replans).astype(jnp.int32),
+      final_distance=dist[-1],
+      min_distance=jnp.min(dist),
+      states=states,
+      plans=plans,
+      plan_costs=costs,
+  )
+
+
+def evaluate(
+    env: Env,
+    planner: Planner,
+    observe: ObserveFn,
+    make_cost: MakeCostFn,
+    normalizer: Normalizer,
+    init_states: jax.Array,
+    goal_states: jax.Array,
+    keys: jax.Array,
+    *,
+    num_replans: int,
+    execute: int,
+    frameskip: int,
+) -> Episode:
+  """Runs a batch of episodes with `vmap` (jit the call). Shapes: (B, S), (B, S), (B,) keys."""
+  if init_states.shape != goal_states.shape or init_states.shape[-1] != env.state_size:
+    raise ValueError(
+        f'init_states and goal_states must both be (B, {env.state_size}); got '
+        f'{init_states.shape} and {goal_states.shape}.')
+  if execute < 1 or num_replans < 1:
+    raise ValueError(f'execute ({execute}) and num_replans ({num_replans}) must be >= 1.')
+  episode = lambda i, g, k: run_episode(
+      env, planner, observe, make_cost, normalizer, i, g, k,
+      num_replans=num_replans, execute=execute, frameskip=frameskip)
+  return jax.vmap(episode)(init_states, goal_states, keys)
