@@ -217,13 +217,12 @@ def test_wall_is_impassable_except_through_the_door():
 
   @jax.jit
   def pushes(key):
-    k0, k1, k2 = jax.random.split(key, 3)
+    k0, k1 = jax.random.split(key)
     starts = jax.vmap(env.reset)(jax.random.split(k0, 256)).data
     # Biased toward the wall: push toward x = 32 with noise.
     noise = jax.random.uniform(k1, (256, 200, 2), minval=-1.0, maxval=1.0)
     toward = jnp.sign(32.0 - starts[:, None, 0:1]) * jnp.array([1.0, 0.0])
     acts = jnp.clip(0.6 * toward + noise, -1.0, 1.0)
-    del k2
 
     def walk(p, a_seq):
       def body(q, a):

@@ -102,8 +102,9 @@ _EDGES = np.array([
 ], np.float32)
 _EDGE_LOGITS = np.log(np.linalg.norm(_EDGES[:, 1] - _EDGES[:, 0], axis=-1))
 _CENTER = pusht_lib.WORKSPACE / 2
-_APPROACH_GAIN = 1.5
-_ARRIVED = 8.0
+_APPROACH_GAIN = 3.0
+_ARRIVED = 12.0
+_LOST = 20.0
 
 
 class PushTExpertState(NamedTuple):
@@ -120,10 +121,10 @@ def _rotate(v: jax.Array, angle: jax.Array) -> jax.Array:
   return jnp.stack([c * v[..., 0] - s * v[..., 1], s * v[..., 0] + c * v[..., 1]], -1)
 
 
-def pusht_expert(env: base.Env, num_candidates: int = 8, standoff: float = 6.0,
+def pusht_expert(env: base.Env, num_candidates: int = 16, standoff: float = 6.0,
                  max_push_angle: float = 0.6, push_steps: tuple[int, int] = (4, 16),
                  push_speed: tuple[float, float] = (0.25, 0.8), approach_steps: int = 20,
-                 proximity_scale: float = 80.0, centering: float = 2.0,
+                 proximity_scale: float = 40.0, centering: float = 2.0,
                  action_noise: float = 0.1, random_prob: float = 0.05) -> Policy:
   """Scripted noisy pushing expert for PushT.
 
@@ -220,6 +221,9 @@ def pusht_expert(env: base.Env, num_candidates: int = 8, standoff: float = 6.0,
     n_push = jax.random.randint(k_steps, (), push_steps[0], push_steps[1] + 1)
     pushing = pstate.pushing | start_push
     steps_left = jnp.where(start_push, n_push, pstate.steps_left)
+    # A push that has slid off the block ends early.
+    lost = pushing & (pusht_lib.pusher_gap(sv) > _LOST)
+    steps_left = jnp.where(lost, 0, steps_left)
     a_push = pstate.speed * _rotate(pstate.direction, sv[4])
     action = jnp.where(pushing, a_push, a_approach)
     # Noise: Gaussian perturbation and occasional uniform random actions.

@@ -7,6 +7,7 @@ images with a foreground-weighted MSE (small objects such as the dot, the ball o
 the weight), then frozen during world-model training like DINOv2.
 """
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import tqdm
+
+from wmjax.models import initializers
 
 CONV_FIELDS = ('image_size', 'channels', 'token_dim', 'normalize_tokens')
 
@@ -47,19 +50,20 @@ class ConvAutoencoder(nn.Module):
     if self.image_size % 2**len(self.channels):
       raise ValueError(f'conv image_size={self.image_size} must be divisible by '
                        f'2**len(channels)={2**len(self.channels)}.')
+    conv = functools.partial(nn.Conv, padding='SAME', kernel_init=initializers.conv_kernel)
     enc = []
     for c in self.channels:
-      enc += [nn.Conv(c, (4, 4), strides=2, padding='SAME'), nn.Conv(c, (3, 3), padding='SAME')]
+      enc += [conv(c, (4, 4), strides=2), conv(c, (3, 3))]
     self.enc = enc
-    self.to_tokens = nn.Conv(self.token_dim, (1, 1))
+    self.to_tokens = conv(self.token_dim, (1, 1))
     self.token_norm = nn.LayerNorm(use_scale=False, use_bias=False)
-    self.from_tokens = nn.Conv(self.channels[-1], (3, 3), padding='SAME')
+    self.from_tokens = conv(self.channels[-1], (3, 3))
     dec = []
     for c in reversed(self.channels):
-      dec += [nn.ConvTranspose(c, (4, 4), strides=(2, 2), padding='SAME'),
-              nn.Conv(c, (3, 3), padding='SAME')]
+      dec += [nn.ConvTranspose(c, (4, 4), strides=(2, 2), padding='SAME',
+                               kernel_init=initializers.conv_kernel), conv(c, (3, 3))]
     self.dec = dec
-    self.to_pixels = nn.Conv(3, (3, 3), padding='SAME')
+    self.to_pixels = conv(3, (3, 3))
 
   def __call__(self, pixels: jax.Array) -> jax.Array:
     """pixels: (..., H, W, 3) uint8 -> tokens (..., h*w, Dv)."""

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from wmjax.models import initializers
+
 DINOV2_FIELDS = ('image_size', 'resize_to', 'patch_size', 'dim', 'depth', 'num_heads', 'mlp_dim',
                  'pos_grid', 'interpolate_offset', 'dtype')
 
@@ -134,11 +136,12 @@ class Dinov2(nn.Module):
                            antialias=True)
     x = ((x - 0.5) / 0.5).astype(self.dtype)  # [-1, 1], mean 0.5 std 0.5 (section 2).
     x = nn.Conv(self.dim, (self.patch_size, self.patch_size), strides=self.patch_size,
-                padding='VALID', dtype=self.dtype, name='patch_embed')(x)
+                padding='VALID', dtype=self.dtype, kernel_init=initializers.conv_kernel,
+                name='patch_embed')(x)
     b = x.shape[0]
     x = x.reshape(b, -1, self.dim)
-    cls = self.param('cls_token', nn.initializers.normal(1e-6), (1, 1, self.dim))
-    pos = self.param('pos_embed', nn.initializers.normal(0.02),
+    cls = self.param('cls_token', initializers.flat(nn.initializers.normal(1e-6)), (1, 1, self.dim))
+    pos = self.param('pos_embed', initializers.flat(nn.initializers.normal(0.02)),
                      (1, 1 + self.pos_grid**2, self.dim))
     x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, self.dim)).astype(self.dtype), x], axis=1)
     x = x + self._interpolated_pos(pos).astype(self.dtype)

@@ -282,7 +282,7 @@ class WorldModel:
     def init_random(k_enc, k_prop, k_act, k_pred):  # One compile instead of op-by-op dispatch.
       tokens = jnp.zeros((self.num_hist, s.num_tokens, s.token_dim), jnp.float32)
       return {
-          'encoder': init_encoder(k_enc) if encoder_params is None else {},
+          'encoder': init_encoder(k_enc),  # Replaced below when given (same compiled init).
           'proprio_encoder': self.proprio_encoder.init(
               k_prop, jnp.zeros((self.proprio_dim,)))['params'],
           'action_encoder': self.action_encoder.init(

@@ -192,8 +192,11 @@ def evaluate(
     raise ValueError(
         f'init_states and goal_states must both be (B, {env.state_size}); got '
         f'{init_states.shape} and {goal_states.shape}.')
-  if execute < 1 or num_replans < 1:
-    raise ValueError(f'execute ({execute}) and num_replans ({num_replans}) must be >= 1.')
+  horizon = jax.eval_shape(planner.init, jax.random.key(0)).mean.shape[0]
+  if not 1 <= execute <= horizon or num_replans < 1:
+    raise ValueError(
+        f'Need 1 <= execute <= horizon ({horizon}) and num_replans >= 1; got execute={execute}, '
+        f'num_replans={num_replans}.')
   episode = lambda i, g, k: run_episode(
       env, planner, observe, make_cost, normalizer, i, g, k,
       num_replans=num_replans, execute=execute, frameskip=frameskip)

@@ -1,0 +1,97 @@
+"""MPC and open-loop evaluation with the true dynamics as the model."""
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+from wmjax import envs
+from wmjax import planning
+from wmjax.planning import mpc
+
+FRAMESKIP = 5
+HORIZON = 5
+
+
+def _true_dynamics_cost(env, normalizer):
+  """Cost of normalised model actions: distance after simulating them in `env`."""
+
+  def make_cost(obs, goal_obs):
+    def cost(actions):
+      raw = normalizer.raw_actions(actions, FRAMESKIP).reshape(-1, env.action_size)
+      state = jax.lax.fori_loop(
+          0, raw.shape[0], lambda i, s: env.step(s, raw[i]), env.reset_to(obs['state']))
+      return jnp.sum((env.state_vector(state) - goal_obs['state']) ** 2)
+    return cost
+
+  return make_cost
+
+
+def _state_observer(env):
+  return lambda sv: {'state': sv}
+
+
+def _normalizer(env):
+  return mpc.Normalizer(
+      action_mean=env.action_mean, action_std=env.action_std,
+      proprio_mean=jnp.zeros(env.proprio_size), proprio_std=jnp.ones(env.proprio_size))
+
+
+def _wall_problems(env, n):
+  # Start and goal in the same room, so a straight-line cost is not misleading.
+  init = jnp.stack([jnp.linspace(8.0, 20.0, n), jnp.linspace(10.0, 50.0, n)], axis=-1)
+  goal = init + jnp.array([6.0, 8.0])
+  return init, goal
+
+
+@pytest.mark.parametrize('name', ['cem', 'adam'])
+def test_mpc_true_dynamics_reaches_goal(name):
+  env = envs.load('wall')
+  normalizer = _normalizer(env)
+  a = FRAMESKIP * env.action_size
+  if name == 'cem':
+    planner = planning.cem(HORIZON, a, num_samples=64, num_elites=8, num_iterations=5)
+    execute = HORIZON
+  else:
+    planner = planning.gradient_planner(
+        HORIZON, a, optax.adam(0.2), num_steps=30, action_low=-1.0, action_high=1.0)
+    execute = 1
+  init, goal = _wall_problems(env, 3)
+  run = jax.jit(lambda i, g, k: mpc.evaluate(
+      env, planner, _state_observer(env), _true_dynamics_cost(env, normalizer), normalizer,
+      i, g, k, num_replans=4, execute=execute, frameskip=FRAMESKIP))
+  ep = run(init, goal, jax.random.split(jax.random.key(0), 3))
+  assert ep.states.shape == (3, 4 * execute + 1, env.state_size)
+  assert ep.plans.shape == (3, 4, HORIZON, a)
+  assert bool(jnp.all(ep.success)), ep.min_distance
+  assert bool(jnp.all(ep.success_step >= 1))
+  assert bool(jnp.all(jnp.isfinite(ep.final_distance)))
+
+
+def test_success_is_sticky_and_open_loop_shape():
+  env = envs.load('wall')
+  normalizer = _normalizer(env)
+  a = FRAMESKIP * env.action_size
+  planner = planning.cem(HORIZON, a, num_samples=32, num_elites=4, num_iterations=3)
+  init = jnp.array([[20.0, 30.0]])
+  goal = init  # Already at the goal: success at the first check, whatever happens after.
+  ep = mpc.evaluate(env, planner, _state_observer(env), _true_dynamics_cost(env, normalizer),
+                    normalizer, init, goal + jnp.array([[1.0, 0.0]]),
+                    jax.random.split(jax.random.key(1), 1),
+                    num_replans=1, execute=HORIZON, frameskip=FRAMESKIP)
+  assert ep.states.shape == (1, HORIZON + 1, 2)
+  assert bool(ep.success[0])
+  assert int(ep.replans_to_success[0]) == 1
+
+
+def test_bad_input():
+  env = envs.load('wall')
+  normalizer = _normalizer(env)
+  planner = planning.cem(HORIZON, 10, num_samples=8, num_elites=2, num_iterations=1)
+  args = (env, planner, _state_observer(env), _true_dynamics_cost(env, normalizer), normalizer)
+  with pytest.raises(ValueError, match='init_states'):
+    mpc.evaluate(*args, jnp.zeros((2, 3)), jnp.zeros((2, 3)), jax.random.split(jax.random.key(0), 2),
+                 num_replans=1, execute=1, frameskip=FRAMESKIP)
+  with pytest.raises(ValueError, match='execute'):
+    mpc.evaluate(*args, jnp.zeros((2, 2)), jnp.zeros((2, 2)), jax.random.split(jax.random.key(0), 2),
+                 num_replans=1, execute=6, frameskip=FRAMESKIP)
