@@ -9,6 +9,7 @@ import functools
 import chex
 import jax
 import jax.numpy as jnp
+import mujoco
 import numpy as np
 import pytest
 from mujoco import mjx
@@ -161,12 +162,12 @@ def test_rendered_t_has_its_top_edge_midpoint_at_the_block_position():
 def test_simulator_contacts_match_the_reported_pose():
   """MJX's pusher-block contact distance equals the gap computed from the state vector."""
   env = _env()
-  model = env._model  # pylint: disable=protected-access
-  pusher = int(np.nonzero(np.asarray(env._mj_model.geom_bodyid) == 1)[0][0])  # pylint: disable=protected-access
+  model, mj_model = env._model, env._mj_model  # pylint: disable=protected-access
+  geom = lambda name: mujoco.mj_name2id(mj_model, mujoco.mjtObj.mjOBJ_GEOM, name)
+  pusher, block_geoms = geom('pusher'), jnp.array([geom('bar'), geom('stem')])
   key = jax.random.key(1)
   block = jnp.array([256.0, 200.0, 0.0])
   angles = jax.random.uniform(key, (8,), minval=-np.pi, maxval=np.pi)
-  # Points around the T, a few px from its boundary, in the T's frame.
   # Pusher centres 1-4 px deeper than touching (MJX reports distances of touching
   # contacts only), in the T's frame, around the whole outline.
   local = jnp.array([(0, -13), (73, 15), (45, 42), (27, 80), (0, 134), (-26, 100),
@@ -178,18 +179,13 @@ def test_simulator_contacts_match_the_reported_pose():
     data = mjx.forward(model, env.reset_to(sv).data)
     c = data._impl.contact  # pylint: disable=protected-access
     mine = (c.geom[:, 0] == pusher) | (c.geom[:, 1] == pusher)
-    other_is_block = jnp.isin(c.geom, jnp.asarray(_block_geoms(env))).any(-1)
+    other_is_block = jnp.isin(c.geom, block_geoms).any(-1)
     dist = jnp.where(mine & other_is_block, c.dist, jnp.inf).min() * 100.0
     return dist, pusht_lib.pusher_gap(sv)
 
   dist, gap = jax.jit(jax.vmap(contact_gap))(angles, local)
   np.testing.assert_allclose(gap, [-2, -2, -3, -3, -1, -4, -2, -3], atol=1e-3)
   np.testing.assert_allclose(dist, gap, atol=0.05)
-
-
-def _block_geoms(env):
-  body = np.asarray(env._mj_model.geom_bodyid)  # pylint: disable=protected-access
-  return np.nonzero(body == 2)[0]
 
 
 # --- Success. --------------------------------------------------------------------------
@@ -239,13 +235,27 @@ def test_long_random_episode_jitted_vmapped_finite_and_inside():
   assert np.abs(states[:, -1, 2:4] - first[:, 2:4]).max() > 10.0  # Random play moved a block.
 
 
+def test_sample_problem_starts_at_a_reset_and_the_goal_moved():
+  env = _env()
+  keys = jax.random.split(jax.random.key(3), BATCH)
+  start, goal = map(np.asarray, jax.jit(jax.vmap(env.sample_problem))(keys))
+  resets = jax.jit(jax.vmap(env.reset))(jax.vmap(lambda k: jax.random.split(k, 3)[0])(keys))
+  np.testing.assert_allclose(start, resets.obs['state'], atol=1e-4)
+  assert np.isfinite(goal).all()
+  assert (goal[:, :4] > 0).all() and (goal[:, :4] < 512).all()
+  dist = np.asarray(jax.vmap(env.distance)(jnp.asarray(start), jnp.asarray(goal)))
+  assert (dist > 20.0).all()  # The goal is not the start.
+  assert np.linalg.norm(goal[:, 2:4] - start[:, 2:4], axis=-1).max() > 20.0  # Block pushed.
+
+
+@pytest.mark.slow
 def test_sample_problem_goal_is_25_expert_steps_along():
   env = _env()
   expert = policies.pusht_expert(env)
 
   def both(key):
     start, goal = env.sample_problem(key)
-    # Replays the documented recipe: reset, expert for 25 env steps.
+    # Replays the documented recipe: reset, then the expert for 25 env steps.
     k_reset, k_init, k_roll = jax.random.split(key, 3)
     state = env.reset(k_reset)
     pstate = expert.init(k_init, state)
@@ -256,11 +266,6 @@ def test_sample_problem_goal_is_25_expert_steps_along():
     (final, _), _ = jax.lax.scan(body, (state, pstate), jax.random.split(k_roll, 25))
     return start, goal, env.state_vector(state), env.state_vector(final)
 
-  start, goal, start2, goal2 = map(np.asarray, jax.jit(jax.vmap(both))(
-      jax.random.split(jax.random.key(3), 4)))
+  start, goal, start2, goal2 = jax.jit(jax.vmap(both))(jax.random.split(jax.random.key(3), 4))
   np.testing.assert_allclose(start, start2, atol=1e-4)
   np.testing.assert_allclose(goal, goal2, atol=1e-3)
-  assert np.isfinite(goal).all()
-  dist = np.asarray(jax.vmap(env.distance)(jnp.asarray(start), jnp.asarray(goal)))
-  assert (dist > 20.0).all()  # The goal is not the start.
-  assert np.linalg.norm(goal[:, 2:4] - start[:, 2:4], axis=-1).max() > 20.0  # Block pushed.

@@ -41,6 +41,7 @@ def base_config(task: str, variant: str) -> ml_collections.ConfigDict:
   # World model (PAPER.md section 2) and its training (experiments/train_world_model.py).
   c.model = model_config(variant)
   c.train = train_config(variant)
+  c.plan = plan_config(variant)  # Planning evaluation (experiments/plan.py).
   if variant == 'paper':
     c.image_size = 224  # DINO-WM renders 224 px images, resized to 196 for DINOv2 (section 2).
   return c
@@ -129,3 +130,84 @@ def train_config(variant: str) -> ml_collections.ConfigDict:
   t.encoder_pretrain_images = v['encoder_pretrain_images']  # Frames rendered for pretraining.
   t.encoder_pretrain_lr = 1e-3         # Peak Adam lr of conv pretraining (cosine decay).
   return t
+
+
+# Planning budgets per variant. paper: PAPER.md section 3. cpu: every planner's work per plan is
+# scaled by the same factor 1/5 (gradient steps / 5; sampling populations and elites / 5 with
+# their iteration counts kept), so the planners' relative budgets stay the paper's.
+# test: seconds. Tuples of the sampling planners: (num_samples, num_elites, num_iterations).
+_PLAN = {
+    'test': dict(gd_steps=4, adam_steps=4, adam_open_loop_steps=6, cem=(16, 4, 2),
+                 mppi=(16, 4, 2), gradcem=(8, 2, 2), num_instances=4, num_videos=2, budget=5),
+    'cpu': dict(gd_steps=200, adam_steps=20, adam_open_loop_steps=60, cem=(60, 6, 30),
+                mppi=(102, 13, 6), gradcem=(60, 6, 30), num_instances=50, num_videos=4,
+                budget=30),
+    'paper': dict(gd_steps=1000, adam_steps=100, adam_open_loop_steps=300, cem=(300, 30, 30),
+                  mppi=(512, 64, 6), gradcem=(300, 30, 30), num_instances=50, num_videos=4,
+                  budget=30),
+}
+
+
+def plan_config(variant: str) -> ml_collections.ConfigDict:
+  """The `plan` section: planner, objective, MPC protocol and budget (PAPER.md section 3).
+
+  Each planner has its own sub-section with its settings, the objective and rollout it uses by
+  default, and how many model actions it executes per replan. `plan.objective` / `plan.rollout`
+  (None by default) override the chosen planner's for a run.
+  """
+  v = _PLAN[check_variant(variant)]
+  p = ml_collections.ConfigDict()
+  p.planner = 'adam'        # gd | adam | cem | mppi | gradcem (experiments/planners.py).
+  p.model = 'world_model'   # world_model | simulator (the true dynamics, same cost on states:
+                            # the ceiling of what a perfect model could give).
+  p.mode = 'mpc'            # mpc (replan from each real observation) | open_loop (one plan of
+                            # `horizon` model actions executed blind).
+  p.horizon = 5             # Model actions per plan (paper: 5).
+  p.budget = v['budget']    # Executed model actions per MPC episode (env steps: budget *
+                            # frameskip); replans = budget / execute, the same executed steps for
+                            # every planner. The reference loop has no cap (section 3); task
+                            # files set their own.
+  p.objective = ml_collections.FieldReference(None, field_type=str)
+                            # None: the planner's own; else last | all (section 3).
+  p.objective_base = 0.5    # Decay of the `all` weights c_t = base^t / sum_s base^s.
+  p.alpha = 1.0             # Proprio weight of the cost (paper: 1 PushT/Wall, 0 PointMaze).
+  p.rollout = ml_collections.FieldReference(None, field_type=str)
+                            # None: the planner's own; else markov | history.
+  p.bounded = False         # Clip plans into the normalised range of valid raw actions (the
+                            # paper's GBP is unbounded; report both).
+  p.num_instances = v['num_instances']  # Evaluation problems (paper: 50); must divide by the
+                                        # device count.
+  p.seed = 0                # Problem i comes from env.sample_problem(fold_in(key(seed), i)).
+  p.num_videos = v['num_videos']  # Instances written as planned-vs-executed videos.
+  p.run_name = ''           # Output folder under <workdir>/plan/; '' derives it from the run.
+  p.checkpoint = 'best'     # Which world-model checkpoint: best | latest.
+
+  # Section 3, GD (DINO-WM): plain gradient steps lr 1, 1000 steps, noise 0.003.
+  p.gd = ml_collections.ConfigDict(dict(
+      lr=1.0, num_steps=v['gd_steps'], noise_std=0.003, init_std=1.0,
+      objective='all', rollout='markov', execute=1))
+  # Section 3, GBP: Adam lr 0.2 x 100, init N(0, 1), noise 0.003, objective `all` base 0.5,
+  # one-frame rollout, 1 action executed per replan; open loop: lr 0.3 x 300.
+  p.adam = ml_collections.ConfigDict(dict(
+      lr=0.2, num_steps=v['adam_steps'], noise_std=0.003, init_std=1.0,
+      open_loop_lr=0.3, open_loop_num_steps=v['adam_open_loop_steps'],
+      objective='all', rollout='markov', execute=1))
+  # Section 3, CEM (DINO-WM): 300 samples, top 30, 30 iterations (PushT; 10 PointMaze/Wall),
+  # mu0 = 0, sigma0 = 1, objective `last`, all 5 actions executed, then replan.
+  s, e, i = v['cem']
+  p.cem = ml_collections.ConfigDict(dict(
+      num_samples=s, num_elites=e, num_iterations=i, init_std=1.0,
+      objective='last', rollout='history', execute=5))
+  # Section 3, MPPI (TD-MPC2): 512 samples, 64 elites, 6 iterations, temperature 0.5,
+  # std in [0.05, 2] from 2; one action executed per replan, as TD-MPC2 does.
+  s, e, i = v['mppi']
+  p.mppi = ml_collections.ConfigDict(dict(
+      num_samples=s, num_elites=e, num_iterations=i, temperature=0.5, init_std=2.0,
+      min_std=0.05, max_std=2.0, objective='last', rollout='history', execute=1))
+  # Section 3, GradCEM: CEM with one Adam step (lr 0.3) on every sample per iteration; elites
+  # from the refined samples.
+  s, e, i = v['gradcem']
+  p.gradcem = ml_collections.ConfigDict(dict(
+      lr=0.3, num_grad_steps=1, noise_std=0.0, num_samples=s, num_elites=e,
+      num_iterations=i, init_std=1.0, objective='last', rollout='history', execute=5))
+  return p

@@ -23,4 +23,12 @@ def get_config(variant: str = 'cpu') -> ml_collections.ConfigDict:
 
   c.data.policy = 'random'
   c.data.update(_DATA[variant])
+
+  # Planning (PAPER.md section 3): no proprio term in the cost (alpha 0); CEM and GradCEM run 10
+  # iterations; a budget of 50 executed model actions (250 env steps) to go around the U.
+  c.plan.alpha = 0.0
+  if variant != 'test':
+    c.plan.cem.num_iterations = 10
+    c.plan.gradcem.num_iterations = 10
+    c.plan.budget = 50
   return c

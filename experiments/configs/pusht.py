@@ -24,4 +24,7 @@ def get_config(variant: str = 'cpu') -> ml_collections.ConfigDict:
 
   c.data.policy = 'pusht_expert'
   c.data.update(_DATA[variant])
+
+  # Planning (PAPER.md section 3): alpha 1, CEM 30 iterations and a budget of 30 executed model
+  # actions are the common defaults (goals lie 25 env steps = 5 model actions ahead).
   return c

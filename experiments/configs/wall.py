@@ -23,4 +23,9 @@ def get_config(variant: str = 'cpu') -> ml_collections.ConfigDict:
 
   c.data.policy = 'random'
   c.data.update(_DATA[variant])
+
+  # Planning (PAPER.md section 3): alpha 1 (the common default); CEM and GradCEM run 10 iterations.
+  if variant != 'test':
+    c.plan.cem.num_iterations = 10
+    c.plan.gradcem.num_iterations = 10
   return c

@@ -15,32 +15,35 @@ physics substeps of 0.01 s (10 Hz control); each substep applies the acceleratio
 
 Physics choices (the MJX scene):
   * Simulated in units of 100 px (`_SCALE`); the state vector, targets and images are px.
-  * The pusher is a sphere (MJX has no cylinder-box collision) on two slide joints. It is
-    100x heavier than the block and driven by the force `mass * PD acceleration`, so it
-    follows the PD law almost exactly, as gym-pusht's kinematic agent does.
+  * The pusher is a sphere (MJX has no cylinder-box collision) on two slide joints, driven
+    by the force `mass * PD acceleration`. gym-pusht's agent is kinematic (it ignores the
+    block); here the pusher is 30x heavier than the block, so pushing slows it by ~5%
+    (a heavier one squeezes the block deeper into walls, see below).
   * The block is a planar body (slide x, slide y, hinge z) whose joints sit at the centre
     of rotation. Planar joints get no floor friction from contacts, so the table is
     emulated with joint damping: gym-pusht zeroes the block's velocity every substep
     (pymunk space damping 0), i.e. the block moves only while pushed. Here the damping
     time constant is m / c = 0.02 s, so a freed block keeps e^-5 < 1% of its speed one env
-    step after contact ends and is at rest (< 1e-4 px/step) two steps later; the
+    step after contact ends and is at rest (< 1e-2 px/step) two steps later. The
     rotational damping is the translational one times I / m (gym-pusht's I / m, see
-    `_block_inertia`), so a push turns the block as much relative to how far it shifts it
-    as in the velocity-zeroing reference. The Euler
-    integrator treats joint damping implicitly, so this stiff damping is stable.
+    `_block_inertia`), so a push turns the block as much, relative to how far it shifts
+    it, as in the velocity-zeroing reference. The Euler integrator treats joint damping
+    implicitly, so this stiff damping is stable. A block with no pusher near it never
+    moves (no gravity, no other force).
   * All contacts are frictionless (condim 1): pusher-block as in the reference, and
     against the four workspace walls (planes at 0 and 512 px) that keep both bodies
-    inside. Pusher targets are also clipped to [15, 497] px so the pusher rarely touches
-    a wall.
+    inside. Pusher targets are also clipped to [15, 497] px. Contacts are stiffened
+    (solimp 0.99): pushes penetrate ~0.5 px (rarely 3-4); a block squeezed between the
+    pusher and a wall can still sink up to ~8 px into the wall (0.7% of expert-data
+    states > 2 px; gym-pusht's kinematic agent has the same failure mode).
   * The constraint solver is capped (4 iterations, 8 line-search iterations): ~5x faster
-    on batched contact scenes with no visible effect on these light contacts.
+    on batched contact scenes.
 
 State S = 7: (agent x, agent y, block x, block y, block angle in [-pi, pi), agent vx,
 agent vy) in px and px/s. Proprio P = 4: agent xy + agent velocity.
 Success (section 5): the L2 norm of (agent xy, block xy) minus the goal's, as one
 4-vector, < 20 px and the wrapped block-angle error < pi / 9.
 """
-
 
 import jax
 import jax.numpy as jnp
@@ -319,7 +322,8 @@ class PushT(base.Env):
   def sample_problem(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Section 5: the goal is the state 25 env steps along a held-out expert trajectory
     from a random start (always reachable)."""
-    from wmjax.data import policies  # pylint: disable=g-import-not-at-top  (avoids a cycle)
+    # Imported here: wmjax.data.policies imports this module (task geometry).
+    from wmjax.data import policies  # pylint: disable=g-import-not-at-top
     return _expert_problem(self, policies.pusht_expert(self), key, 25)
 
   # --- Actions. -----------------------------------------------------------------------
@@ -334,7 +338,7 @@ class PushT(base.Env):
 
   @property
   def action_std(self) -> jax.Array:
-    """Nominal std of the scripted expert's raw actions (measured: ~0.5 per axis)."""
+    """Nominal std of raw behaviour actions: the scripted expert measures ~0.51 per axis."""
     return jnp.full((2,), 0.5)
 
 
@@ -356,6 +360,7 @@ def _t_sdf_image(xs: jax.Array, ys: jax.Array, sv: jax.Array) -> jax.Array:
 
 def _expert_problem(env: PushT, policy, key: jax.Array,
                     steps: int) -> tuple[jax.Array, jax.Array]:
+  """(start (7,), state after `steps` policy steps (7,)) from a random reset."""
   k_reset, k_init, k_roll = jax.random.split(key, 3)
   state = env.reset(k_reset)
   pstate = policy.init(k_init, state)

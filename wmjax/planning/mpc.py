@@ -16,7 +16,7 @@ steps), for every planner alike, so planners that execute more actions per repla
 extra or fewer chances.
 """
 
-from typing import Callable
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -24,8 +24,9 @@ from flax import struct
 
 from wmjax.envs import render as render_lib
 from wmjax.envs.base import Env
+from wmjax.planning import objectives
 from wmjax.planning.base import Planner
-from wmjax.types import Cost
+from wmjax.types import Cost, Params
 
 # (state vector (S,)) -> observation pytree given to `make_cost`.
 ObserveFn = Callable[[jax.Array], dict]
@@ -201,3 +202,141 @@ def evaluate(
       env, planner, observe, make_cost, normalizer, i, g, k,
       num_replans=num_replans, execute=execute, frameskip=frameskip)
   return jax.vmap(episode)(init_states, goal_states, keys)
+
+
+class Problem(NamedTuple):
+  """What `evaluate` needs besides the env and the planner: how to observe, what to minimise.
+
+  Attributes:
+    observe: state vector (S,) -> observation pytree.
+    make_cost: (obs, goal_obs) -> cost of (H, frameskip*A) normalised model actions.
+    normalizer: normalised <-> raw units.
+  """
+
+  observe: ObserveFn
+  make_cost: MakeCostFn
+  normalizer: Normalizer
+
+
+def normalizer_from_stats(stats: Any) -> Normalizer:
+  """A `Normalizer` from dataset statistics (e.g. `wmjax.data.Stats`): raw action and proprio
+  means and stds, (A,) and (P,)."""
+  f = lambda x: jnp.asarray(x, jnp.float32)
+  return Normalizer(action_mean=f(stats.action_mean), action_std=f(stats.action_std),
+                    proprio_mean=f(stats.proprio_mean), proprio_std=f(stats.proprio_std))
+
+
+def action_bounds(env: Env, normalizer: Normalizer, frameskip: int) -> tuple[jax.Array, jax.Array]:
+  """Normalised bounds of valid raw actions, tiled over frameskip: (low, high), each
+  (frameskip*A,). Plans inside them are what the simulator executes unclipped."""
+  low = (env.action_low - normalizer.action_mean) / normalizer.action_std
+  high = (env.action_high - normalizer.action_mean) / normalizer.action_std
+  return jnp.tile(low, frameskip), jnp.tile(high, frameskip)
+
+
+def world_model_problem(
+    env: Env,
+    model: Any,
+    params: Params,
+    stats: Any,
+    *,
+    objective: str = 'last',
+    alpha=1.0,
+    base=0.5,
+    rollout: str = 'markov',
+) -> Problem:
+  """Planning through a learned world model (PAPER.md section 3).
+
+  Observations are rendered at the model's image size with proprio normalised by the dataset
+  statistics; the cost encodes the current and goal observations with the model's frozen encoder
+  and scores a latent rollout of the actions (`objectives.world_model_cost`).
+
+  Args:
+    env: the real simulator (raw, not frame-skipped).
+    model: a `wmjax.models.WorldModel` (encode, rollout, image_size, action_dim).
+    params: its parameters (pass them as a jit argument, not a constant, for large models).
+    stats: dataset statistics with action/proprio means and stds (e.g. `wmjax.data.Stats`).
+    objective: 'last' | 'all'.
+    alpha: proprio weight of the cost.
+    base: decay of the 'all' weights.
+    rollout: 'markov' | 'history'.
+
+  Returns:
+    A `Problem`.
+  """
+  normalizer = normalizer_from_stats(stats)
+  observe = pixel_observer(env, normalizer, int(model.image_size))
+
+  def make_cost(obs: dict, goal_obs: dict) -> Cost:
+    z0 = model.encode(params, obs)
+    z_goal = model.encode(params, goal_obs)
+    return objectives.world_model_cost(
+        model, params, z0, z_goal, mode=objective, alpha=alpha, base=base, rollout=rollout,
+        action_size=int(model.action_dim))
+
+  return Problem(observe=observe, make_cost=make_cost, normalizer=normalizer)
+
+
+def simulator_problem(
+    env: Env,
+    stats: Any,
+    *,
+    frameskip: int,
+    objective: str = 'last',
+    alpha=1.0,
+    base=0.5,
+    cost_env: Optional[Env] = None,
+) -> Problem:
+  """Planning with the true dynamics as the model: the ceiling a perfect model could reach.
+
+  The cost simulates the actions in `cost_env` (default `env`) and applies the same objective as
+  the latent cost to a state "latent": {'visual': (1, S) state z-scored by the dataset,
+  'proprio': (P,) normalised proprio}. Gradients through contacts can be zero or non-finite; the
+  planners skip non-finite steps (PAPER.md section 9: wall contact gives zero gradient).
+
+  Args:
+    env: the real simulator.
+    stats: dataset statistics with action, proprio and state means and stds.
+    frameskip: raw env steps per model action.
+    objective: 'last' | 'all'.
+    alpha: proprio weight.
+    base: decay of the 'all' weights.
+    cost_env: the simulator used inside the cost (e.g. a copy whose solver `jax.grad` can
+      differentiate); defaults to `env`.
+
+  Returns:
+    A `Problem`.
+  """
+  if objective not in objectives.MODES:
+    raise ValueError(f'Unknown objective mode {objective!r}; choose one of {objectives.MODES}.')
+  normalizer = normalizer_from_stats(stats)
+  sim = env if cost_env is None else cost_env
+  state_mean = jnp.asarray(stats.state_mean, jnp.float32)
+  state_std = jnp.asarray(stats.state_std, jnp.float32)
+
+  def latent(state) -> dict:
+    sv = sim.state_vector(state)
+    return {'visual': ((sv - state_mean) / state_std)[None],
+            'proprio': normalizer.proprio(sim.proprio(state))}
+
+  def observe(state_vector: jax.Array) -> dict:
+    return {'state': state_vector}
+
+  def make_cost(obs: dict, goal_obs: dict) -> Cost:
+    start = sim.reset_to(obs['state'])
+    z_goal = latent(sim.reset_to(goal_obs['state']))
+
+    def cost(actions: jax.Array) -> jax.Array:
+      raw = normalizer.raw_actions(actions, frameskip)  # (H, frameskip, A)
+
+      def model_action(state, raw_fs):
+        state = jax.lax.fori_loop(0, frameskip, lambda i, s: sim.step(s, raw_fs[i]), state)
+        return state, latent(state)
+
+      _, zs = jax.lax.scan(model_action, start, raw)
+      traj = jax.tree.map(lambda x0, x: jnp.concatenate([x0[None], x]), latent(start), zs)
+      return objectives.trajectory_cost(traj, z_goal, mode=objective, alpha=alpha, base=base)
+
+    return cost
+
+  return Problem(observe=observe, make_cost=make_cost, normalizer=normalizer)

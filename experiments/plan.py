@@ -1,0 +1,487 @@
+r"""Evaluates a planner on a task with a trained world model (PAPER.md section 3).
+
+  python experiments/plan.py --config experiments/configs/wall.py:cpu --workdir runs/wall \
+      --config.plan.planner=cem [--config.plan.mode=open_loop] [--checkpoint DIR]
+
+Loads the world model (`--checkpoint`, default `<workdir>/world_model`) and the dataset's
+normalisation statistics (`<workdir>/dataset`), builds the planner named by `plan.planner`
+(experiments/planners.py), samples `plan.num_instances` evaluation problems with keys derived from
+`plan.seed`, and runs every episode (MPC or open loop) in ONE jitted, batched call of
+`wmjax.planning.mpc.evaluate`, sharded over the devices. Compilation is timed apart from the run.
+With `plan.model=simulator` the true dynamics replace the world model (same cost, on states).
+
+Writes `<workdir>/plan/<run_name>/`:
+  results.json   per-instance success, distances, replans to success; timings, budget, seeds,
+                 planner settings, machine, jax version and matmul precision;
+  summary.md     success rate with its 95% Wilson interval, mean final distance, time, budget;
+  distance.png   distance to the goal over executed model actions, one line per instance;
+  videos/        planned (left) vs executed (right) GIFs of the first `plan.num_videos` instances.
+"""
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from typing import Any
+
+# Lets `experiments.*` import when this file is run as a script.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+  sys.path.insert(0, _ROOT)
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+from ml_collections import config_flags
+import numpy as np
+
+from experiments import planners as planners_lib
+from wmjax import data as data_lib
+from wmjax import envs
+from wmjax.envs import render as render_lib
+from wmjax.planning import mpc
+from wmjax.planning import objectives
+
+OUT_DIR = 'plan'
+DATASET_DIR = 'dataset'
+WORLD_MODEL_DIR = 'world_model'
+MODELS = ('world_model', 'simulator')
+MODES = ('mpc', 'open_loop')
+CHECKPOINTS = ('best', 'latest')
+# Simulator settings under which `jax.grad` goes through the task's solver (STACK.md: MJX
+# needs one solver iteration); used for the cost of gradient planners with plan.model=simulator.
+_DIFFERENTIABLE_SIMULATOR = {'pointmaze': dict(solver_iterations=1)}
+# Sub-streams of plan.seed.
+_PROBLEMS, _EPISODES = 0, 1
+
+
+def define_flags() -> tuple[Any, Any, Any]:
+  """--config, --workdir, --checkpoint; defined only when run as a script."""
+  config = config_flags.DEFINE_config_file(
+      'config', None, 'Task config, e.g. experiments/configs/wall.py:cpu.', lock_config=True)
+  workdir = flags.DEFINE_string('workdir', None, 'Run directory (DIR/plan/<run_name> out).')
+  checkpoint = flags.DEFINE_string(
+      'checkpoint', None, 'World-model checkpoint directory (default: <workdir>/world_model).')
+  flags.mark_flags_as_required(['config', 'workdir'])
+  return config, workdir, checkpoint
+
+
+# ------------------------------------------------------------------------------------ config
+def protocol(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The run's derived protocol: objective, rollout, execute, replans, budget (checked)."""
+  check_config(config)
+  p = config.plan
+  name = p.planner
+  proto = planners_lib.protocol(name, p[name], objective=p.objective, rollout=p.rollout)
+  open_loop = p.mode == 'open_loop'
+  horizon = int(p.horizon)
+  execute = horizon if open_loop else proto.execute
+  num_replans = 1 if open_loop else int(p.budget) // execute
+  return {
+      'planner': name, 'model': p.model, 'mode': p.mode, 'open_loop': open_loop,
+      'objective': proto.objective, 'rollout': proto.rollout, 'alpha': float(p.alpha),
+      'objective_base': float(p.objective_base), 'bounded': bool(p.bounded),
+      'horizon': horizon, 'execute': execute, 'num_replans': num_replans,
+      'model_actions': num_replans * execute,
+      'env_steps': num_replans * execute * int(config.frameskip),
+      'settings': planners_lib.settings_summary(name, p[name], open_loop),
+  }
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming every invalid or contradictory `plan` setting."""
+  p = config.plan
+  errors = []
+  if p.planner not in planners_lib.PLANNERS:
+    raise ValueError(f'Unknown planner plan.planner={p.planner!r}; choose one of '
+                     f'{planners_lib.PLANNERS}.')
+  if p.model not in MODELS:
+    errors.append(f'plan.model={p.model!r}; choose one of {MODELS}')
+  if p.mode not in MODES:
+    errors.append(f'plan.mode={p.mode!r}; choose one of {MODES}')
+  if p.checkpoint not in CHECKPOINTS:
+    errors.append(f'plan.checkpoint={p.checkpoint!r}; choose one of {CHECKPOINTS}')
+  section = p[p.planner]
+  objective = p.objective or section.get('objective')
+  rollout = p.rollout or section.get('rollout')
+  if objective not in objectives.MODES:
+    errors.append(f'objective {objective!r} (plan.objective or plan.{p.planner}.objective); '
+                  f'choose one of {objectives.MODES}')
+  if rollout not in objectives.ROLLOUTS:
+    errors.append(f'rollout {rollout!r} (plan.rollout or plan.{p.planner}.rollout); choose one '
+                  f'of {objectives.ROLLOUTS}')
+  horizon, execute = int(p.horizon), int(section.get('execute', 0))
+  if horizon < 1:
+    errors.append(f'plan.horizon must be >= 1; got {horizon}')
+  elif p.mode == 'mpc':
+    if not 1 <= execute <= horizon:
+      errors.append(f'plan.{p.planner}.execute={execute} must be in [1, plan.horizon={horizon}] '
+                    '(model actions executed per replan)')
+    elif int(p.budget) < execute or int(p.budget) % execute:
+      errors.append(f'plan.budget={p.budget} executed model actions must be a positive multiple '
+                    f'of plan.{p.planner}.execute={execute} (replans = budget / execute)')
+  if int(p.num_instances) < 1:
+    errors.append(f'plan.num_instances must be >= 1; got {p.num_instances}')
+  if not 0 <= int(p.num_videos) <= int(p.num_instances):
+    errors.append(f'plan.num_videos must be in [0, plan.num_instances={p.num_instances}]; got '
+                  f'{p.num_videos}')
+  if float(p.objective_base) <= 0:
+    errors.append(f'plan.objective_base must be > 0; got {p.objective_base}')
+  if errors:
+    raise ValueError('Invalid plan config:\n  ' + '\n  '.join(errors))
+
+
+def run_name(config: ml_collections.ConfigDict) -> str:
+  p = config.plan
+  if p.run_name:
+    return p.run_name
+  parts = [p.planner, p.mode]
+  if p.bounded:
+    parts.append('bounded')
+  if p.model == 'simulator':
+    parts.append('simulator')
+  return '_'.join(parts)
+
+
+# ------------------------------------------------------------------------------------ inputs
+def load_model(config: ml_collections.ConfigDict, workdir: str, checkpoint: str | None, env):
+  """(model, params, meta) of the checkpoint, checked against the task and action size."""
+  from wmjax import training  # pylint: disable=g-import-not-at-top
+  path = checkpoint or os.path.join(workdir, WORLD_MODEL_DIR)
+  if not os.path.isdir(path):
+    raise FileNotFoundError(
+        f'No world model at {path}. Train one first:\n  python experiments/train_world_model.py '
+        f'--config experiments/configs/{config.task}.py:{config.variant} --workdir {workdir}\n'
+        'or pass --checkpoint, or plan with --config.plan.model=simulator.')
+  model, params, meta = training.load_world_model(path, which=config.plan.checkpoint)
+  if meta.get('task') != config.task:
+    raise ValueError(f'The world model at {path} was trained on task {meta.get("task")!r}; this '
+                     f'config plans on {config.task!r}.')
+  action_size = int(config.frameskip) * env.action_size
+  if int(model.action_dim) != action_size:
+    raise ValueError(f'The world model at {path} takes model actions of size {model.action_dim}; '
+                     f'this config needs frameskip * A = {config.frameskip} * {env.action_size} = '
+                     f'{action_size} (set config.frameskip to match the model).')
+  return model, params, dict(meta, checkpoint_path=os.path.abspath(path))
+
+
+def load_stats(config, workdir: str, env, meta: dict | None) -> tuple[data_lib.Stats, str]:
+  """Normalisation statistics: the checkpoint meta's, else `<workdir>/dataset` (checked against
+  the checkpoint's dataset fingerprint), else (simulator only) the env's nominal ones."""
+  if meta is not None and 'stats' in meta:
+    return data_lib.stats_from_meta(meta), 'checkpoint meta'
+  path = os.path.join(workdir, DATASET_DIR)
+  if os.path.isdir(path):
+    ds_meta = data_lib.read_meta(path, task=config.task)
+    want = None if meta is None else meta.get('dataset_fingerprint')
+    got = ds_meta['arrays_sha256'][:16]
+    if want is not None and want != got:
+      raise ValueError(f'{path} is not the dataset the world model was trained on (fingerprint '
+                       f'{got}, checkpoint expects {want}); its normalisation would not match.')
+    return data_lib.stats_from_meta(ds_meta), path
+  if meta is not None:
+    raise FileNotFoundError(f'No dataset at {path}: planning needs the normalisation statistics '
+                            'the world model was trained with.')
+  zeros = lambda n: jnp.zeros((n,), jnp.float32)
+  ones = lambda n: jnp.ones((n,), jnp.float32)
+  stats = data_lib.Stats(env.action_mean, env.action_std, zeros(env.proprio_size),
+                         ones(env.proprio_size), zeros(env.state_size), ones(env.state_size))
+  return stats, 'env nominal (no dataset)'
+
+
+def sample_problems(env, num: int, seed: int):
+  """(init (N, S), goal (N, S), episode keys (N,)): problem i from fold_in(key(seed), i)."""
+  root = jax.random.key(seed)
+  idx = jnp.arange(num)
+  problem_keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(root, _PROBLEMS), i))(idx)
+  episode_keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(root, _EPISODES), i))(idx)
+  init, goal = jax.jit(jax.vmap(env.sample_problem))(problem_keys)
+  return init, goal, episode_keys
+
+
+def make_problem_fn(config, env, model, stats, proto):
+  """params -> mpc.Problem (built inside the jitted function, so params stay arguments)."""
+  kw = dict(objective=proto['objective'], alpha=proto['alpha'], base=proto['objective_base'])
+  if proto['model'] == 'simulator':
+    cost_env = env
+    if proto['planner'] in ('gd', 'adam', 'gradcem') and config.task in _DIFFERENTIABLE_SIMULATOR:
+      cost_env = envs.load(config.task, **_DIFFERENTIABLE_SIMULATOR[config.task])
+    return lambda params: mpc.simulator_problem(
+        env, stats, frameskip=int(config.frameskip), cost_env=cost_env, **kw)
+  return lambda params: mpc.world_model_problem(
+      env, model, params, stats, rollout=proto['rollout'], **kw)
+
+
+def build_planner(config, env, stats, proto):
+  p = config.plan
+  low = high = None
+  if proto['bounded']:
+    low, high = mpc.action_bounds(env, mpc.normalizer_from_stats(stats), int(config.frameskip))
+  return planners_lib.make_planner(
+      p.planner, p[p.planner], horizon=proto['horizon'],
+      action_size=int(config.frameskip) * env.action_size, action_low=low, action_high=high,
+      open_loop=proto['open_loop'])
+
+
+# ------------------------------------------------------------------------------------ outputs
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+  """95% Wilson score interval of a success rate."""
+  if n == 0:
+    return (0.0, 1.0)
+  phat = successes / n
+  denom = 1 + z * z / n
+  center = (phat + z * z / (2 * n)) / denom
+  half = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / denom
+  return (max(0.0, center - half), min(1.0, center + half))
+
+
+def machine_info() -> dict[str, Any]:
+  cpu = platform.processor() or '?'
+  try:
+    with open('/proc/cpuinfo') as f:
+      names = [l.split(':', 1)[1].strip() for l in f if l.startswith('model name')]
+    cpu = names[0] if names else cpu
+  except OSError:
+    pass
+  devices = jax.devices()
+  return {
+      'platform': platform.platform(), 'python': platform.python_version(), 'cpu': cpu,
+      'cpu_count': os.cpu_count(), 'jax': jax.__version__, 'backend': jax.default_backend(),
+      'device_kind': devices[0].device_kind, 'device_count': len(devices),
+      'jax_default_matmul_precision': str(jax.config.jax_default_matmul_precision),
+  }
+
+
+def _label(frames: np.ndarray, text: str, scale: int) -> np.ndarray:
+  """Upscales (T, H, W, 3) uint8 frames by `scale` and writes `text` in a header strip."""
+  from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
+  frames = np.repeat(np.repeat(frames, scale, axis=1), scale, axis=2)
+  t, h, w, _ = frames.shape
+  header = Image.new('RGB', (w, 14), (255, 255, 255))
+  ImageDraw.Draw(header).text((2, 1), text, fill=(0, 0, 0))
+  strip = np.broadcast_to(np.asarray(header)[None], (t, 14, w, 3))
+  return np.concatenate([strip, frames], axis=1)
+
+
+def write_videos(out_dir, config, env, model, params, stats, proto, init, goal, ep, count):
+  """Planned-vs-executed GIFs; returns (paths, what the left panel shows)."""
+  from wmjax.envs import media  # pylint: disable=g-import-not-at-top
+  size = int(model.image_size) if model is not None else int(config.image_size)
+  fs = int(config.frameskip)
+  normalizer = mpc.normalizer_from_stats(stats)
+  render = jax.jit(jax.vmap(lambda s: render_lib.to_uint8(env.render(s, size))))
+  decoded = model is not None and getattr(model, 'encoder_name', '') == 'conv'
+  if decoded:
+    planned_label = 'world-model decoder: the first plan as the model imagined it'
+
+    @jax.jit
+    def planned(params, state_vector, actions):
+      obs = mpc.pixel_observer(env, normalizer, size)(state_vector)
+      z = model.rollout(params, model.encode(params, obs), actions, mode=proto['rollout'])
+      return render_lib.to_uint8(model.decode(params, z['visual']))
+  else:
+    planned_label = 'simulator: the first plan executed open loop'
+
+    @jax.jit
+    def planned(params, state_vector, actions):
+      del params  # Unused.
+      raw = normalizer.raw_actions(actions, fs)
+
+      def step(state, raw_fs):
+        state = jax.lax.fori_loop(0, fs, lambda i, s: env.step(s, raw_fs[i]), state)
+        return state, env.state_vector(state)
+
+      _, svs = jax.lax.scan(step, env.reset_to(state_vector), raw)
+      return render(jnp.concatenate([state_vector[None], svs]))
+
+  scale = max(1, 128 // size)
+  paths = []
+  for i in range(count):
+    left = np.asarray(planned(params, init[i], jnp.asarray(ep.plans[i, 0])))
+    right = np.asarray(render(jnp.asarray(ep.states[i])))
+    goal_img = np.asarray(render(jnp.asarray(goal[i])[None]))[0]
+    right = np.concatenate([right, goal_img[None]], axis=0)  # Last frame: the goal.
+    frames = media.side_by_side(_label(left, 'planned' + (' (decoder)' if decoded else
+                                                          ' (simulator)'), scale),
+                                _label(right, 'executed, then goal', scale))
+    paths.append(media.save_video(os.path.join(out_dir, 'videos', f'instance_{i:03d}.gif'),
+                                  frames, fps=4))
+  return paths, planned_label
+
+
+def write_plot(path: str, distances: np.ndarray, success: np.ndarray, title: str) -> None:
+  """Distance to the goal (N, T) over executed model actions, one line per instance."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(6, 4))
+  steps = np.arange(distances.shape[1])
+  for d, s in zip(distances, success):
+    ax.plot(steps, d, color='tab:green' if s else 'tab:red', alpha=0.5, lw=1)
+  ax.plot(steps, distances.mean(axis=0), color='k', lw=2, label='mean')
+  ax.set_xlabel('executed model actions')
+  ax.set_ylabel('distance to goal')
+  ax.set_title(title, fontsize=9)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def summary_markdown(r: dict[str, Any]) -> str:
+  lo, hi = r['success_rate_ci95']
+  b = r['budget']
+  t = r['timing']
+  return '\n'.join([
+      f'# {r["task"]}: {r["protocol"]["settings"]}, {r["protocol"]["mode"]}, '
+      f'model {r["protocol"]["model"]}',
+      '',
+      '| success | 95% CI (Wilson) | mean final distance | mean min distance | '
+      's / episode (batched) | s / plan (batched) | compile s | budget |',
+      '|---|---|---|---|---|---|---|---|',
+      f'| {r["success_rate"]:.0%} ({r["num_success"]}/{r["num_instances"]}) | '
+      f'{lo:.0%} - {hi:.0%} | {r["mean_final_distance"]:.4g} | {r["mean_min_distance"]:.4g} | '
+      f'{t["seconds_per_episode"]:.3g} | {t["seconds_per_plan"]:.3g} | '
+      f'{t["compile_seconds"]:.3g} | {b["num_replans"]} replans x {b["execute"]} executed = '
+      f'{b["model_actions"]} model actions ({b["env_steps"]} env steps) |',
+      '',
+      f'Objective `{r["protocol"]["objective"]}` (alpha {r["protocol"]["alpha"]:g}), rollout '
+      f'`{r["protocol"]["rollout"]}`, horizon {r["protocol"]["horizon"]}, '
+      f'{"bounded" if r["protocol"]["bounded"] else "unbounded"} actions; '
+      f'{r["num_instances"]} instances (seed {r["seed"]}), all episodes batched in one call on '
+      f'{r["machine"]["device_count"]} x {r["machine"]["device_kind"]} '
+      f'(jax {r["machine"]["jax"]}, matmul precision '
+      f'{r["machine"]["jax_default_matmul_precision"]}).',
+      '',
+  ])
+
+
+# ------------------------------------------------------------------------------------ run
+def evaluate(config: ml_collections.ConfigDict, workdir: str, checkpoint: str | None = None,
+             progress: bool = True) -> dict[str, Any]:
+  """Runs the evaluation the config describes; writes and returns the results dict."""
+  say = print if progress else (lambda *a, **k: None)
+  proto = protocol(config)
+  p = config.plan
+  env = envs.load(config.task)
+  model = params = meta = None
+  if p.model == 'world_model':
+    say('Loading the world model ...')
+    model, params, meta = load_model(config, workdir, checkpoint, env)
+  stats, stats_source = load_stats(config, workdir, env, meta)
+  planner = build_planner(config, env, stats, proto)
+
+  n = int(p.num_instances)
+  num_devices = jax.device_count()
+  if n % num_devices:
+    raise ValueError(f'plan.num_instances={n} does not divide across the {num_devices} devices; '
+                     f'use a multiple of {num_devices}.')
+  say(f'Sampling {n} {config.task} problems (seed {p.seed}) ...')
+  init, goal, keys = sample_problems(env, n, int(p.seed))
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), ('data',))
+  batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  init_d, goal_d, keys_d = jax.device_put((init, goal, keys), batch)
+  params_d = jax.device_put(params, replicated)
+
+  problem_fn = make_problem_fn(config, env, model, stats, proto)
+
+  def run(params, init_states, goal_states, keys):
+    problem = problem_fn(params)
+    return mpc.evaluate(env, planner, problem.observe, problem.make_cost, problem.normalizer,
+                        init_states, goal_states, keys, num_replans=proto['num_replans'],
+                        execute=proto['execute'], frameskip=int(config.frameskip))
+
+  budget_text = (f'{proto["num_replans"]} replans x {proto["execute"]} executed = '
+                 f'{proto["model_actions"]} model actions ({proto["env_steps"]} env steps)')
+  say(f'Compiling {proto["settings"]}, {p.mode}, {n} instances, budget {budget_text} ...')
+  t0 = time.perf_counter()
+  compiled = jax.jit(run).lower(params_d, init_d, goal_d, keys_d).compile()
+  compile_s = time.perf_counter() - t0
+  say(f'  compiled in {compile_s:.2f} s; running ...')
+  t0 = time.perf_counter()
+  ep = jax.block_until_ready(compiled(params_d, init_d, goal_d, keys_d))
+  run_s = time.perf_counter() - t0
+  say(f'  ran in {run_s:.2f} s')
+  ep = jax.device_get(ep)
+  init, goal = np.asarray(init), np.asarray(goal)
+
+  distances = np.asarray(jax.jit(jax.vmap(jax.vmap(env.distance, (0, None))))(
+      jnp.asarray(ep.states), jnp.asarray(goal)))  # (N, T)
+  success = np.asarray(ep.success, bool)
+  k = int(success.sum())
+  out_dir = os.path.join(workdir, OUT_DIR, run_name(config))
+  os.makedirs(out_dir, exist_ok=True)
+  results = {
+      'task': config.task, 'variant': config.variant, 'run_name': run_name(config),
+      'protocol': proto,
+      'planner_settings': p[p.planner].to_dict(),
+      'budget': {k2: proto[k2] for k2 in ('num_replans', 'execute', 'model_actions', 'env_steps',
+                                          'horizon')},
+      'num_instances': n, 'seed': int(p.seed),
+      'seeds': {'problem_key': f'fold_in(fold_in(key({p.seed}), {_PROBLEMS}), i)',
+                'episode_key': f'fold_in(fold_in(key({p.seed}), {_EPISODES}), i)'},
+      'success_rate': k / n, 'num_success': k, 'success_rate_ci95': wilson_interval(k, n),
+      'mean_final_distance': float(np.mean(ep.final_distance)),
+      'mean_min_distance': float(np.mean(ep.min_distance)),
+      'timing': {
+          'compile_seconds': compile_s, 'run_seconds': run_s,
+          'seconds_per_episode': run_s,  # All episodes run at once, batched.
+          'seconds_per_plan': run_s / proto['num_replans'],
+          'seconds_per_instance_amortised': run_s / n,
+      },
+      'instances': [{
+          'index': i, 'success': bool(success[i]),
+          'final_distance': float(ep.final_distance[i]),
+          'min_distance': float(ep.min_distance[i]),
+          'replans_to_success': int(ep.replans_to_success[i]) if success[i] else None,
+          'success_step': int(ep.success_step[i]) if success[i] else None,
+          'init_state': init[i].tolist(), 'goal_state': goal[i].tolist(),
+          'first_plan_cost': float(ep.plan_costs[i, 0]),
+      } for i in range(n)],
+      'stats_source': stats_source,
+      'checkpoint': None if meta is None else {
+          'path': meta['checkpoint_path'], 'which': p.checkpoint, 'step': meta.get('step'),
+          'val_loss': meta.get('val_loss')},
+      'machine': machine_info(),
+  }
+
+  say('Writing videos and the distance plot ...')
+  paths, planned_label = write_videos(out_dir, config, env, model, params, stats, proto, init,
+                                      goal, ep, int(p.num_videos))
+  results['videos'] = {'paths': [os.path.relpath(q, out_dir) for q in paths],
+                       'left': planned_label, 'right': 'executed states (env.render), then goal'}
+  write_plot(os.path.join(out_dir, 'distance.png'), distances, success,
+             f'{config.task}: {proto["settings"]}, {p.mode}; green success, red failure')
+  results['plot'] = 'distance.png'
+  with open(os.path.join(out_dir, 'results.json'), 'w') as f:
+    json.dump(results, f, indent=1)
+  with open(os.path.join(out_dir, 'summary.md'), 'w') as f:
+    f.write(summary_markdown(results))
+  lo, hi = results['success_rate_ci95']
+  say(f'{config.task} {proto["settings"]} {p.mode}: success {k}/{n} = {k / n:.0%} '
+      f'[95% CI {lo:.0%}-{hi:.0%}], mean final distance {results["mean_final_distance"]:.4g}, '
+      f'{run_s:.3g} s per batched episode, budget {budget_text}')
+  say(f'Results in {out_dir}')
+  results['out_dir'] = out_dir
+  return results
+
+
+def main(argv, config_flag, workdir_flag, checkpoint_flag):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.WARNING)
+  jax.config.update('jax_compilation_cache_dir', os.environ.get(
+      'WMJAX_JAX_CACHE', os.path.join(os.path.expanduser('~'), '.cache', 'wmjax', 'jax')))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  evaluate(config_flag.value, workdir_flag.value, checkpoint_flag.value)
+
+
+if __name__ == '__main__':
+  _flags = define_flags()
+  app.run(lambda argv: main(argv, *_flags))
