@@ -55,7 +55,8 @@ _BUDGET = flags.DEFINE_integer(
     'budget', 30, 'Executed model actions per MPC episode (0: skip episodes).')
 _REPEATS = flags.DEFINE_integer('repeats', 2, 'Timed runs (the best is reported).')
 _QUICK = flags.DEFINE_bool(
-    'quick', False, 'Seconds: the test-variant model, batch sizes 1 and 2, tiny budgets.')
+    'quick', False, 'Seconds: the test-variant model, Adam and CEM (unless --planners is given), '
+    '2 instances, tiny budgets.')
 _CACHE_DIR = flags.DEFINE_string(
     'compilation_cache_dir', None,
     'Persistent XLA compilation cache (compile times then include cache hits).')
@@ -170,8 +171,8 @@ def _fmt(x: float | None) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-  lines = ['| planner | budget per plan | instances | s / plan | plan compile s | replans x executed '
-           '| s / episode | episode compile s |',
+  lines = ['| planner | budget per plan | instances | s / plan | plan compile s | '
+           'replans x executed | s / episode | episode compile s |',
            '|---|---|---|---|---|---|---|---|']
   for r in rows:
     lines.append(
@@ -242,8 +243,9 @@ def main(argv):
     jax.config.update('jax_compilation_cache_dir', _CACHE_DIR.value)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
   if _QUICK.value:
-    run(_TASK.value, 'test', _CHECKPOINT.value, _PLANNERS.value, [1, 2], scale=0.02,
-        cem_iterations=2, budget=5, repeats=1)
+    names = _PLANNERS.value if flags.FLAGS['planners'].present else ['adam', 'cem']
+    run(_TASK.value, 'test', _CHECKPOINT.value, names, [2], scale=0.02, cem_iterations=2,
+        budget=5, repeats=1)
   else:
     run(_TASK.value, _VARIANT.value, _CHECKPOINT.value, _PLANNERS.value,
         [int(b) for b in _BATCH_SIZES.value], _SCALE.value, _CEM_ITERATIONS.value, _BUDGET.value,

@@ -368,6 +368,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, checkpoint: str | 
   say = print if progress else (lambda *a, **k: None)
   proto = protocol(config)
   p = config.plan
+  n = int(p.num_instances)
+  num_devices = jax.device_count()
+  if n % num_devices:
+    raise ValueError(f'plan.num_instances={n} does not divide across the {num_devices} devices; '
+                     f'use a multiple of {num_devices}.')
   env = envs.load(config.task)
   model = params = meta = None
   if p.model == 'world_model':
@@ -376,11 +381,6 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, checkpoint: str | 
   stats, stats_source = load_stats(config, workdir, env, meta)
   planner = build_planner(config, env, stats, proto)
 
-  n = int(p.num_instances)
-  num_devices = jax.device_count()
-  if n % num_devices:
-    raise ValueError(f'plan.num_instances={n} does not divide across the {num_devices} devices; '
-                     f'use a multiple of {num_devices}.')
   say(f'Sampling {n} {config.task} problems (seed {p.seed}) ...')
   init, goal, keys = sample_problems(env, n, int(p.seed))
   mesh = jax.sharding.Mesh(np.array(jax.devices()), ('data',))

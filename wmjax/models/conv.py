@@ -60,8 +60,7 @@ class ConvAutoencoder(nn.Module):
     self.from_tokens = conv(self.channels[-1], (3, 3))
     dec = []
     for c in reversed(self.channels):
-      dec += [nn.ConvTranspose(c, (4, 4), strides=(2, 2), padding='SAME',
-                               kernel_init=initializers.conv_kernel), conv(c, (3, 3))]
+      dec += [conv(c, (3, 3)), conv(c, (3, 3))]
     self.dec = dec
     self.to_pixels = conv(3, (3, 3))
 
@@ -83,6 +82,8 @@ class ConvAutoencoder(nn.Module):
     x = tokens.reshape(-1, self.grid, self.grid, self.token_dim)
     x = nn.gelu(self.from_tokens(x))
     for i in range(0, len(self.dec), 2):
+      # Nearest 2x upsampling + conv: XLA:CPU runs transposed convolutions' gradients slowly.
+      x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
       x = nn.gelu(self.dec[i](x))
       x = x + nn.gelu(self.dec[i + 1](x))
     x = self.to_pixels(x)

@@ -247,8 +247,8 @@ def world_model_problem(
 ) -> Problem:
   """Planning through a learned world model (PAPER.md section 3).
 
-  Observations are rendered at the model's image size with proprio normalised by the dataset
-  statistics; the cost encodes the current and goal observations with the model's frozen encoder
+  Observations are rendered at the model's image size (unless its encoder reads the state) with
+  proprio normalised by the dataset statistics; the cost encodes the current and goal observations with the model's frozen encoder
   and scores a latent rollout of the actions (`objectives.world_model_cost`).
 
   Args:
@@ -265,7 +265,11 @@ def world_model_problem(
     A `Problem`.
   """
   normalizer = normalizer_from_stats(stats)
-  observe = pixel_observer(env, normalizer, int(model.image_size))
+  if model.obs_key == 'pixels':
+    observe = pixel_observer(env, normalizer, int(model.image_size))
+  else:  # A state encoder: nothing to render.
+    def observe(sv: jax.Array) -> dict:
+      return {'state': sv, 'proprio': normalizer.proprio(env.proprio(env.reset_to(sv)))}
 
   def make_cost(obs: dict, goal_obs: dict) -> Cost:
     z0 = model.encode(params, obs)

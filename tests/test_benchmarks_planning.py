@@ -1,0 +1,39 @@
+"""The planning benchmark: `--quick` runs end to end and prints a pasteable table and ratios."""
+
+import os
+import subprocess
+import sys
+
+from benchmarks import planning as bench
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_scaled_budgets_keep_the_paper_ratios():
+  full = {n: bench.scaled_settings(n, 1.0, 30) for n in ('gd', 'adam', 'cem', 'mppi')}
+  assert (full['gd']['num_steps'], full['adam']['num_steps']) == (1000, 100)
+  assert (full['cem']['num_samples'], full['cem']['num_elites'],
+          full['cem']['num_iterations']) == (300, 30, 30)
+  assert (full['mppi']['num_samples'], full['mppi']['num_elites']) == (512, 64)
+  tenth = {n: bench.scaled_settings(n, 0.1, 10) for n in ('gd', 'adam', 'cem')}
+  assert (tenth['gd']['num_steps'], tenth['adam']['num_steps']) == (100, 10)
+  assert (tenth['cem']['num_samples'], tenth['cem']['num_elites'],
+          tenth['cem']['num_iterations']) == (30, 3, 10)
+
+
+def test_quick_run_prints_table_and_ratios():
+  cache = os.environ.get('WMJAX_TEST_CACHE', os.path.join(ROOT, '.jax_cache'))
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'benchmarks', 'planning.py'), '--quick',
+       f'--compilation_cache_dir={cache}'],
+      capture_output=True, text=True, cwd=ROOT, timeout=300,
+      env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = proc.stdout
+  assert 'jax_default_matmul_precision' in out and 'backend cpu' in out
+  assert 'world model: random test-config wall model' in out
+  assert '| planner | budget per plan | instances | s / plan |' in out
+  rows = [l for l in out.splitlines() if l.startswith('| adam ') or l.startswith('| cem ')]
+  assert len(rows) == 2, out
+  assert '| 5 x 1 |' in rows[0] and '| 1 x 5 |' in rows[1]  # Replans x executed per episode.
+  assert 'adam/cem, 2 instances: per plan' in out and 'per episode' in out

@@ -1,0 +1,167 @@
+"""The planning binary: end to end on Wall's `test` config (tiny data, tiny model), bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from experiments import generate_data
+from experiments import plan
+from experiments import planners
+from experiments import train_world_model as twm
+from experiments.configs import pointmaze
+from experiments.configs import pusht
+from experiments.configs import wall
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BINARY = os.path.join(ROOT, 'experiments', 'plan.py')
+
+
+@pytest.fixture(scope='module')
+def workdir(tmp_path_factory):
+  """A Wall workdir with a test dataset and a world model trained for a few steps."""
+  wd = str(tmp_path_factory.mktemp('wall_plan'))
+  generate_data.generate(wall.get_config('test'), wd, progress=False, preview=False)
+  c = wall.get_config('test')
+  c.train.update(steps=5, checkpoint_every=5, eval_every=5, log_every=5)
+  twm.train_and_evaluate(c, wd, progress=False)
+  return wd
+
+
+def make_config(**plan_fields):
+  c = wall.get_config('test')
+  c.plan.update(plan_fields)
+  return c
+
+
+def check_results(r, planner, mode, num_replans, execute):
+  c = wall.get_config('test')
+  n = c.plan.num_instances
+  assert r['protocol']['planner'] == planner and r['protocol']['mode'] == mode
+  assert r['budget']['num_replans'] == num_replans and r['budget']['execute'] == execute
+  assert r['budget']['env_steps'] == num_replans * execute * c.frameskip
+  assert r['num_instances'] == n and len(r['instances']) == n
+  for inst in r['instances']:
+    assert set(inst) >= {'success', 'final_distance', 'min_distance', 'replans_to_success',
+                         'init_state', 'goal_state'}
+    assert inst['min_distance'] <= inst['final_distance'] + 1e-5
+    if inst['success']:
+      assert 1 <= inst['replans_to_success'] <= num_replans
+  k = sum(i['success'] for i in r['instances'])
+  assert r['num_success'] == k and r['success_rate'] == k / n
+  lo, hi = r['success_rate_ci95']
+  assert 0.0 <= lo <= k / n <= hi <= 1.0
+  t = r['timing']
+  assert t['compile_seconds'] > 0 and t['run_seconds'] > 0
+  assert t['seconds_per_plan'] == pytest.approx(t['run_seconds'] / num_replans)
+  assert r['machine']['jax'] == jax.__version__
+  assert 'jax_default_matmul_precision' in r['machine']
+  assert r['planner_settings'] == c.plan[planner].to_dict()
+  out = r['out_dir']
+  assert json.load(open(os.path.join(out, 'results.json')))['num_success'] == k
+  summary = open(os.path.join(out, 'summary.md')).read()
+  assert 'Wilson' in summary and f'{num_replans} replans x {execute} executed' in summary
+  assert os.path.getsize(os.path.join(out, 'distance.png')) > 0
+  assert len(r['videos']['paths']) == c.plan.num_videos
+  for p in r['videos']['paths']:
+    assert os.path.getsize(os.path.join(out, p)) > 0
+  assert 'simulator' in r['videos']['left']  # The test model has no decoder.
+
+
+@pytest.mark.parametrize('planner,mode,fields,num_replans,execute', [
+    ('adam', 'mpc', {}, 5, 1),
+    ('adam', 'open_loop', {'bounded': True}, 1, 5),
+    ('cem', 'open_loop', {'model': 'simulator'}, 1, 5),
+])
+def test_plan_in_process(workdir, planner, mode, fields, num_replans, execute):
+  r = plan.evaluate(make_config(planner=planner, mode=mode, **fields), workdir, progress=False)
+  check_results(r, planner, mode, num_replans, execute)
+  assert r['protocol']['bounded'] == fields.get('bounded', False)
+  assert (r['checkpoint'] is None) == (fields.get('model') == 'simulator')
+  assert os.path.basename(r['out_dir']) == plan.run_name(make_config(
+      planner=planner, mode=mode, **fields))
+
+
+def test_plan_binary_cem_mpc(workdir):
+  cmd = [sys.executable, BINARY, '--config', os.path.join(ROOT, 'experiments/configs/wall.py:test'),
+         '--workdir', workdir, '--checkpoint', os.path.join(workdir, 'world_model'),
+         '--config.plan.planner=cem', '--config.plan.run_name=cli']
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             WMJAX_JAX_CACHE=os.environ.get('WMJAX_TEST_CACHE', os.path.join(ROOT, '.jax_cache')))
+  proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'budget 1 replans x 5 executed = 5 model actions (25 env steps)' in proc.stdout
+  r = json.load(open(os.path.join(workdir, 'plan', 'cli', 'results.json')))
+  r['out_dir'] = os.path.join(workdir, 'plan', 'cli')
+  check_results(r, 'cem', 'mpc', 1, 5)
+
+
+@pytest.mark.parametrize('fields,match', [
+    ({'planner': 'ilqr'}, r"Unknown planner plan.planner='ilqr'; choose one of \('gd'"),
+    ({'planner': 'cem', 'horizon': 3}, r'plan.cem.execute=5 must be in \[1, plan.horizon=3\]'),
+    ({'planner': 'adam', 'horizon': 0}, 'plan.horizon must be >= 1'),
+    ({'planner': 'cem', 'budget': 7}, 'plan.budget=7 executed model actions must be a positive '
+     'multiple of plan.cem.execute=5'),
+    ({'objective': 'first'}, "objective 'first'"),
+    ({'rollout': 'teacher'}, "rollout 'teacher'"),
+    ({'model': 'oracle', 'mode': 'closed'}, r"plan.model='oracle'.*\n.*plan.mode='closed'"),
+    ({'num_videos': 9}, r'plan.num_videos must be in \[0, plan.num_instances=4\]'),
+])
+def test_bad_config_fails_before_any_work(tmp_path, fields, match):
+  with pytest.raises(ValueError, match=match):
+    plan.evaluate(make_config(**fields), str(tmp_path), progress=False)
+
+
+def test_missing_or_foreign_checkpoint(workdir, tmp_path):
+  with pytest.raises(FileNotFoundError, match='train_world_model.py'):
+    plan.evaluate(make_config(), str(tmp_path), progress=False)
+  c = pointmaze.get_config('test')
+  with pytest.raises(ValueError, match="trained on task 'wall'; this config plans on 'pointmaze'"):
+    plan.evaluate(c, workdir, progress=False)
+  c = make_config()
+  c.frameskip = 4
+  with pytest.raises(ValueError, match='model actions of size 10; this config needs frameskip'):
+    plan.evaluate(c, workdir, progress=False)
+
+
+def test_instances_must_divide_across_devices(workdir, monkeypatch):
+  monkeypatch.setattr(jax, 'device_count', lambda: 3)
+  with pytest.raises(ValueError, match='num_instances=4 does not divide across the 3 devices'):
+    plan.evaluate(make_config(), workdir, progress=False)
+
+
+def test_every_config_and_planner_is_valid():
+  for module in (wall, pusht, pointmaze):
+    for variant in ('test', 'cpu', 'paper'):
+      c = module.get_config(variant)
+      for name in planners.PLANNERS:
+        c.plan.planner = name
+        for mode in plan.MODES:
+          c.plan.mode = mode
+          proto = plan.protocol(c)
+          assert proto['model_actions'] == (c.plan.budget if mode == 'mpc' else c.plan.horizon)
+          planners.make_planner(name, c.plan[name], horizon=c.plan.horizon, action_size=10,
+                                open_loop=mode == 'open_loop')
+  paper = wall.get_config('paper').plan
+  assert (paper.adam.lr, paper.adam.num_steps, paper.gd.num_steps) == (0.2, 100, 1000)
+  assert (paper.cem.num_samples, paper.cem.num_elites, paper.cem.num_iterations) == (300, 30, 10)
+  assert pusht.get_config('paper').plan.cem.num_iterations == 30
+  assert pointmaze.get_config('cpu').plan.alpha == 0.0 and wall.get_config('cpu').plan.alpha == 1.0
+
+
+def test_planner_factory_errors():
+  with pytest.raises(ValueError, match=r"Unknown planner 'sgd'; choose one of"):
+    planners.make_planner('sgd', {}, horizon=5, action_size=10)
+  with pytest.raises(ValueError, match="plan.cem lacks the setting 'num_elites'"):
+    planners.make_planner('cem', {'num_samples': 8, 'num_iterations': 1, 'init_std': 1.0},
+                          horizon=5, action_size=10)
+
+
+def test_wilson_interval():
+  lo, hi = plan.wilson_interval(0, 4)
+  assert lo == 0.0 and hi == pytest.approx(0.4899, abs=1e-4)
+  lo, hi = plan.wilson_interval(25, 50)
+  assert (lo + hi) / 2 == pytest.approx(0.5) and hi - lo == pytest.approx(0.2663, abs=1e-3)
