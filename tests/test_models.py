@@ -216,7 +216,7 @@ def test_conv_autoencoder_pretraining_lowers_loss():
   wm = _conv_wm()
   enc, metrics = models.pretrain_conv_autoencoder(
       _dot_images(32, 16), CONV, jax.random.key(0), steps=60, batch_size=16, learning_rate=3e-3,
-      steps_per_call=30, progress=False)
+      progress=False)
   assert metrics['loss'].shape == (60,)
   assert metrics['final_loss'] < 0.3 * metrics['initial_loss']
   assert metrics['final_foreground_mse'] < metrics['initial_foreground_mse']

@@ -156,7 +156,8 @@ def dinov2_from_config(config) -> Dinov2:
   kwargs = {k: v for k, v in dict(config).items() if k != 'weights'}
   unknown = sorted(set(kwargs) - set(DINOV2_FIELDS))
   if unknown:
-    raise ValueError(f'Unknown dinov2 fields {unknown}; valid fields: {DINOV2_FIELDS + ("weights",)}.')
+    raise ValueError(f'Unknown dinov2 fields {unknown}; valid fields: '
+                     f'{DINOV2_FIELDS + ("weights",)}.')
   if 'dtype' in kwargs and isinstance(kwargs['dtype'], str):
     kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
   return Dinov2(**kwargs)

@@ -82,7 +82,7 @@ class Predictor(nn.Module):
 
   @nn.compact
   def __call__(self, tokens: jax.Array, deterministic: bool = True) -> jax.Array:
-    """tokens: (..., T, N, D), T <= num_frames -> (..., T, N, D); output frame t predicts frame t+1."""
+    """tokens: (..., T, N, D), T <= num_frames -> (..., T, N, D); output t predicts frame t+1."""
     if self.attention_impl not in ATTENTION_IMPLEMENTATIONS:
       raise ValueError(f'attention_impl={self.attention_impl!r}; choose one of '
                        f'{ATTENTION_IMPLEMENTATIONS}.')

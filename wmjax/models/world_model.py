@@ -38,7 +38,7 @@ def default_config() -> ml_collections.ConfigDict:
   """Every world-model field with its default (the paper's sizes for the predictor)."""
   c = ml_collections.ConfigDict()
   c.encoder = 'conv'         # identity | conv | dinov2_vits14 (see wmjax.models.encoders.ENCODERS).
-  c.image_size = 64          # Side of obs['pixels'] (paper: 224, resized to 196 by the DINOv2 encoder).
+  c.image_size = 64          # Side of obs['pixels'] (paper: 224; DINOv2 resizes it to 196).
   c.state_dim = 0            # S, size of obs['state'] (needed by the identity encoder only).
   c.proprio_dim = 0          # P, size of obs['proprio'] (task: pusht 4, pointmaze 4, wall 2).
   c.action_dim = 10          # Model action size frameskip * A (paper: 5 * 2).
@@ -50,7 +50,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.conv.token_dim = 64            # Dv of the conv encoder.
   c.conv.normalize_tokens = True   # LayerNorm (no affine) on each token.
   c.dinov2 = ml_collections.ConfigDict()
-  c.dinov2.weights = ''            # Local .pth / .safetensors file loaded at init ('' = random init).
+  c.dinov2.weights = ''            # Local .pth / .safetensors loaded at init ('' = random init).
   c.dinov2.resize_to = 196         # On-device resize before patching (section 2: 224 -> 196).
   c.dinov2.patch_size = 14
   c.dinov2.dim = 384
@@ -86,8 +86,8 @@ def _merge(base: dict, update: Mapping, path: str = '') -> dict:
   out = dict(base)
   for k, v in update.items():
     if k not in base:
-      raise ValueError(f'Unknown world-model config field {path + k!r}; valid fields at this level: '
-                       f'{sorted(base)}.')
+      raise ValueError(f'Unknown world-model config field {path + k!r}; valid fields at this '
+                       f'level: {sorted(base)}.')
     if isinstance(base[k], dict):
       if not isinstance(v, Mapping):
         raise ValueError(f'World-model config field {path + k!r} must be a mapping; got {v!r}.')
@@ -428,8 +428,8 @@ class WorldModel:
     frame-causal mask hides from the prediction read at slot n-1.
     """
     k = self.num_hist
-    buf = jax.tree.map(lambda x0, p: jnp.concatenate([x0[None], jnp.broadcast_to(p, (k - 1,) + p.shape)]),
-                       z0, pad)
+    buf = jax.tree.map(
+        lambda x0, p: jnp.concatenate([x0[None], jnp.broadcast_to(p, (k - 1,) + p.shape)]), z0, pad)
     act_buf = jnp.zeros((k, self.action_dim), actions.dtype)
 
     def step(carry, a):
