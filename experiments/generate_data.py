@@ -31,10 +31,16 @@ import numpy as np
 from wmjax import data as data_lib
 from wmjax.data import dataset as dataset_lib
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Task config, e.g. experiments/configs/wall.py:cpu.', lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory; the dataset goes to DIR/dataset.')
-_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace an existing dataset.')
+
+
+def define_flags() -> tuple:
+  """Defines the binary's flags (only when run as a script, so importing defines none)."""
+  config = config_flags.DEFINE_config_file(
+      'config', None, 'Task config, e.g. experiments/configs/wall.py:cpu.', lock_config=True)
+  workdir = flags.DEFINE_string('workdir', None, 'Run directory; the dataset goes to DIR/dataset.')
+  overwrite = flags.DEFINE_bool('overwrite', False, 'Replace an existing dataset.')
+  flags.mark_flags_as_required(['config', 'workdir'])
+  return config, workdir, overwrite
 
 DATASET_DIR = 'dataset'
 PREVIEW_FILE = 'dataset_preview.png'
@@ -181,14 +187,14 @@ def _print_summary(summary: dict[str, Any]) -> None:
       print(f'{k:<26} {v}')
 
 
-def main(argv):
+def main(argv, config_flag, workdir_flag, overwrite_flag):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   jax.config.update('jax_compilation_cache_dir', os.environ.get(
       'WMJAX_JAX_CACHE', os.path.join(os.path.expanduser('~'), '.cache', 'wmjax', 'jax')))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
   try:
-    summary = generate(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
+    summary = generate(config_flag.value, workdir_flag.value, overwrite=overwrite_flag.value)
   except FileExistsError as e:
     raise app.UsageError(str(e)) from e
   if not summary['skipped']:
@@ -196,5 +202,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main)
+  _flags = define_flags()
+  app.run(lambda argv: main(argv, *_flags))

@@ -181,13 +181,18 @@ def make_functions(model, config, env, optimizer, needs_pixels: bool):
           jax.jit(rollout_eval))
 
 
+def _render_args(config, env, needs_pixels: bool) -> dict[str, Any]:
+  """iterate_windows arguments that add pixels when the encoder reads them."""
+  return dict(env=env, image_size=int(config.image_size)) if needs_pixels else {}
+
+
 def validation_loss(eval_batch, state, val, config, env, needs_pixels) -> dict[str, float]:
   """Mean teacher-forcing metrics over a fixed grid of held-out windows."""
   t = config.train
   batches = data_lib.iterate_windows(
       val, int(t.batch_size), int(config.num_hist), int(config.frameskip),
       max_windows=int(t.eval_batches) * int(t.batch_size),
-      env=env if needs_pixels else None, image_size=int(config.image_size) if needs_pixels else None)
+      **_render_args(config, env, needs_pixels))
   totals, count = {}, 0
   for batch in batches:
     n = batch['actions'].shape[0]
@@ -204,7 +209,7 @@ def final_evaluation(rollout_eval, params, val, config, env, needs_pixels) -> di
   horizon = min(int(t.eval_horizon), int(val.actions.shape[1]) // fs)
   batches = data_lib.iterate_windows(
       val, int(t.batch_size), horizon, fs, max_windows=int(t.eval_windows),
-      env=env if needs_pixels else None, image_size=int(config.image_size) if needs_pixels else None)
+      **_render_args(config, env, needs_pixels))
   sums, count = None, 0
   for batch in batches:
     n = batch['actions'].shape[0]

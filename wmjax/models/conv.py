@@ -5,6 +5,15 @@ h = H / 2**len(channels); a spatial grid, not one global vector, because a weak 
 planning fail in a small probe (section 9). It is pretrained as an autoencoder on the task's own
 images with a foreground-balanced MSE (small objects such as the dot, the ball or the T carry most of
 the weight), then frozen during world-model training like DINOv2.
+
+Design choice: an auxiliary state readout during pretraining. DINOv2's patch tokens encode where
+objects are; a tiny autoencoder on 64 px frames does not without help: with reconstruction alone,
+the tokens of the cpu configs barely changed when the Wall dot (a 1.7 px Gaussian) moved, and a
+world model trained on them predicted the visual channel worse than "no change". When the
+simulator's state of every frame is given (`states`), a linear head reads the normalised state from
+the flattened token grid and its MSE, weighted by `state_weight`, is added to the reconstruction
+loss, so object positions become linearly decodable, large-scale directions of the tokens. The head
+is dropped after pretraining; the world model sees only the frozen encoder, as before.
 """
 
 import functools
@@ -33,6 +42,11 @@ class ConvAutoencoder(nn.Module):
     token_dim: Dv, features per token.
     normalize_tokens: LayerNorm (no scale/bias) on every token, so latents have a fixed scale
       as DINOv2's normalised patch tokens do.
+
+  Parameters 'token_mean' (h*w, Dv) and 'token_scale' () standardise the output tokens,
+  (tokens - token_mean) * token_scale: identity at init, set by `pretrain_conv_autoencoder` to
+  the mean token and 1 / the mean per-feature std over the task's frames, so the part of the
+  latent that changes with the scene has unit scale (it was ~1e-4 of a LayerNormed token's).
   """
 
   image_size: int = 64
@@ -57,6 +71,9 @@ class ConvAutoencoder(nn.Module):
     self.enc = enc
     self.to_tokens = conv(self.token_dim, (1, 1))
     self.token_norm = nn.LayerNorm(use_scale=False, use_bias=False)
+    self.token_mean = self.param('token_mean', nn.initializers.zeros,
+                                 (self.grid * self.grid, self.token_dim))
+    self.token_scale = self.param('token_scale', nn.initializers.ones, ())
     self.from_tokens = conv(self.channels[-1], (3, 3))
     dec = []
     for c in reversed(self.channels):
@@ -74,12 +91,14 @@ class ConvAutoencoder(nn.Module):
     x = self.to_tokens(x)
     if self.normalize_tokens:
       x = self.token_norm(x)
-    return x.reshape(*batch, self.grid * self.grid, self.token_dim)
+    x = x.reshape(*batch, self.grid * self.grid, self.token_dim)
+    return (x - self.token_mean) * self.token_scale
 
   def decode(self, tokens: jax.Array) -> jax.Array:
     """tokens: (..., h*w, Dv) -> images (..., H, W, 3) in [-1, 1] units (not clipped)."""
     batch = tokens.shape[:-2]
-    x = tokens.reshape(-1, self.grid, self.grid, self.token_dim)
+    x = tokens / self.token_scale + self.token_mean
+    x = x.reshape(-1, self.grid, self.grid, self.token_dim)
     x = nn.gelu(self.from_tokens(x))
     for i in range(0, len(self.dec), 2):
       # Nearest 2x upsampling + conv: XLA:CPU runs transposed convolutions' gradients slowly.
@@ -125,14 +144,74 @@ def reconstruction_loss(module: ConvAutoencoder, params: Any, pixels: jax.Array,
   loss = foreground_share * MSE(foreground pixels) + (1 - foreground_share) * MSE(background), so a
   dot covering 0.3% of the image still carries `foreground_share` of the loss.
   """
+  recon = module.apply({'params': params}, pixels, method='autoencode')
+  return _reconstruction_loss(recon, pixels, foreground_share)
+
+
+def _reconstruction_loss(recon: jax.Array, pixels: jax.Array,
+                         foreground_share: float) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """recon: (B, H, W, 3) in [-1, 1] units; pixels: (B, H, W, 3) uint8."""
   target = pixels.astype(jnp.float32) / 255.0
-  recon = (module.apply({'params': params}, pixels, method='autoencode') + 1.0) / 2.0
+  recon = (recon + 1.0) / 2.0
   fg = (foreground_weights(target, 1.0) > 1.0).astype(jnp.float32)
   sq = jnp.square(recon - target)
   fg_mse = jnp.sum(fg * sq) / jnp.maximum(3.0 * jnp.sum(fg), 1.0)
   bg_mse = jnp.sum((1.0 - fg) * sq) / jnp.maximum(3.0 * jnp.sum(1.0 - fg), 1.0)
   loss = foreground_share * fg_mse + (1.0 - foreground_share) * bg_mse
   return loss, {'loss': loss, 'mse': jnp.mean(sq), 'foreground_mse': fg_mse}
+
+
+class StateHead(nn.Module):
+  """Linear readout of the state from a frame's whole token grid (pretraining only).
+
+  Attributes:
+    state_dim: S, size of the (normalised) state vector.
+  """
+
+  state_dim: int
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array) -> jax.Array:
+    """tokens: (B, h*w, Dv) -> normalised state (B, S)."""
+    flat_tokens = tokens.reshape(tokens.shape[0], -1)
+    return nn.Dense(self.state_dim, kernel_init=nn.initializers.zeros)(flat_tokens)
+
+
+def pretraining_loss(module: ConvAutoencoder, head: StateHead | None, params: Any,
+                     pixels: jax.Array, states: jax.Array | None, foreground_share: float,
+                     state_weight: float) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Reconstruction loss plus `state_weight` x the state readout's MSE (module docstring).
+
+  Args:
+    module: the autoencoder.
+    head: the state readout, or None for reconstruction alone.
+    params: {'autoencoder': ..., 'head': ...} ('head' only with a head).
+    pixels: (B, H, W, 3) uint8.
+    states: (B, S) normalised states (zero mean, unit variance per dimension), or None.
+    foreground_share: see `reconstruction_loss`.
+    state_weight: weight of the state MSE.
+
+  Returns:
+    (loss, metrics): metrics 'loss', 'mse', 'foreground_mse' (reconstruction) and, with a head,
+    'state_mse' (normalised units: 1 is the variance of the state).
+  """
+  tokens = module.apply({'params': params['autoencoder']}, pixels)
+  recon = module.apply({'params': params['autoencoder']}, tokens, method='decode')
+  loss, metrics = _reconstruction_loss(recon, pixels, foreground_share)
+  if head is not None:
+    pred = head.apply({'params': params['head']}, tokens)
+    state_mse = jnp.mean(jnp.square(pred - states))
+    metrics['state_mse'] = state_mse
+    loss = loss + state_weight * state_mse
+  metrics['loss'] = loss
+  return loss, metrics
+
+
+def normalise_states(states: np.ndarray) -> np.ndarray:
+  """(M, S) -> (M, S) float32 with zero mean and unit variance per dimension (constant dims: 0)."""
+  states = np.asarray(states, np.float64)
+  std = states.std(axis=0)
+  return ((states - states.mean(axis=0)) / np.where(std > 1e-8, std, 1.0)).astype(np.float32)
 
 
 def pretrain_conv_autoencoder(
@@ -145,6 +224,8 @@ def pretrain_conv_autoencoder(
     foreground_share: float = 0.5,
     log_every: int = 10,
     progress: bool = True,
+    states: np.ndarray | None = None,
+    state_weight: float = 1.0,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
   """Trains the conv autoencoder on the task's own images; the encoder is frozen afterwards.
 
@@ -158,12 +239,16 @@ def pretrain_conv_autoencoder(
     foreground_share: share of the loss given to pixels that differ from the background colour.
     log_every: steps between progress-bar updates.
     progress: show a tqdm bar.
+    states: optional (M, S) raw simulator states of the images; adds the auxiliary linear state
+      readout (module docstring), trained on the states normalised per dimension and dropped after.
+    state_weight: weight of the readout's MSE beside the reconstruction loss (used with `states`;
+      0 trains the head without shaping the encoder).
 
   Returns:
     (encoder_params, metrics): the module's parameters (encoder and decoder; use as
     `params['encoder']` of a WorldModel with encoder 'conv'), and metrics with 'loss' (steps,)
-    per-step training losses plus 'initial_*' / 'final_*' ('loss', 'mse', 'foreground_mse') measured
-    on up to 256 of the images before and after training.
+    per-step training losses plus 'initial_*' / 'final_*' ('loss', 'mse', 'foreground_mse', and
+    'state_mse' with `states`) measured on up to 256 of the images before and after training.
   """
   module = conv_autoencoder_from_config(config)
   images = np.asarray(images)
@@ -174,23 +259,48 @@ def pretrain_conv_autoencoder(
     raise ValueError(f'images must be uint8; got {images.dtype}.')
   if steps < 1 or batch_size < 1:
     raise ValueError(f'steps and batch_size must be >= 1; got {steps}, {batch_size}.')
+  if states is not None:
+    states = np.asarray(states)
+    if states.ndim != 2 or states.shape[0] != images.shape[0]:
+      raise ValueError(f'states must be (M, S) with M = {images.shape[0]} (one per image); '
+                       f'got {states.shape}.')
+    if state_weight < 0:
+      raise ValueError(f'state_weight must be >= 0; got {state_weight}.')
+  head = None if states is None else StateHead(states.shape[1])
   init_key, data_key = jax.random.split(key)
-  params = jax.jit(lambda k: module.init(k, images[:1], method='autoencode')['params'])(init_key)
+
+  @jax.jit
+  def init(k):
+    k_ae, k_head = jax.random.split(k)
+    p = {'autoencoder': module.init(k_ae, images[:1], method='autoencode')['params']}
+    if head is not None:
+      p['head'] = head.init(k_head, jnp.zeros((1, module.grid**2, module.token_dim)))['params']
+    return p
+
+  params = init(init_key)
   tx = optax.adam(optax.cosine_decay_schedule(learning_rate, steps, alpha=0.05))
   opt_state = tx.init(params)
-  data = jnp.asarray(images)
-  probe = data[:256]
+  data = {'pixels': jnp.asarray(images)}
+  if states is not None:
+    data['states'] = jnp.asarray(normalise_states(states))
+  probe = jax.tree.map(lambda x: x[:256], data)
+  loss_fn = lambda p, b: pretraining_loss(module, head, p, b['pixels'], b.get('states'),
+                                          foreground_share, state_weight)
 
   @jax.jit
   def train_step(params, opt_state, data, k):
     # One jitted step per call: convolutions inside a `lax.scan` ran ~50x slower on XLA:CPU.
-    batch = data[jax.random.randint(k, (batch_size,), 0, data.shape[0])]
-    grads, m = jax.grad(
-        lambda p: reconstruction_loss(module, p, batch, foreground_share), has_aux=True)(params)
+    idx = jax.random.randint(k, (batch_size,), 0, data['pixels'].shape[0])
+    batch = jax.tree.map(lambda x: x[idx], data)
+    grads, m = jax.grad(loss_fn, has_aux=True)(params, batch)
+    # The token standardisation is not learned; it is set from the frames after training.
+    grads['autoencoder'] = dict(grads['autoencoder'], token_mean=jnp.zeros_like(
+        grads['autoencoder']['token_mean']), token_scale=jnp.zeros_like(
+            grads['autoencoder']['token_scale']))
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, m['loss']
 
-  evaluate = jax.jit(lambda p, x: reconstruction_loss(module, p, x, foreground_share)[1])
+  evaluate = jax.jit(lambda p, b: loss_fn(p, b)[1])
   metrics = {f'initial_{k}': np.asarray(v) for k, v in evaluate(params, probe).items()}
   losses = []
   keys = jax.random.split(data_key, steps)
@@ -201,6 +311,27 @@ def pretrain_conv_autoencoder(
       if (i + 1) % log_every == 0 or i + 1 == steps:
         bar.update(i + 1 - bar.n)
         bar.set_postfix(loss=float(loss))
+  params['autoencoder'] = standardise_tokens(module, params['autoencoder'], images)
   metrics.update({f'final_{k}': np.asarray(v) for k, v in evaluate(params, probe).items()})
   metrics['loss'] = np.asarray(jnp.stack(losses))
-  return params, metrics
+  return params['autoencoder'], metrics
+
+
+def standardise_tokens(module: ConvAutoencoder, params: Any, images: np.ndarray,
+                       max_images: int = 2048, chunk: int = 256) -> dict[str, Any]:
+  """Sets 'token_mean' / 'token_scale' so the tokens of `images` have zero mean per entry and unit
+  variance averaged over the entries (one global scale keeps the latent's geometry).
+
+  images: (M, H, W, 3) uint8 (at most `max_images`, evenly strided, are used). Returns the
+  updated params.
+  """
+  params = dict(params, token_mean=jnp.zeros_like(params['token_mean']),
+                token_scale=jnp.ones_like(params['token_scale']))
+  encode = jax.jit(lambda p, x: module.apply({'params': p}, x))
+  images = images[::-(-len(images) // max_images)]
+  tokens = np.concatenate([np.asarray(encode(params, images[i:i + chunk]), np.float64)
+                           for i in range(0, len(images), chunk)])  # (M, h*w, Dv).
+  mean = tokens.mean(axis=0)
+  std = np.sqrt(tokens.var(axis=0).mean())
+  return dict(params, token_mean=jnp.asarray(mean, jnp.float32),
+              token_scale=jnp.asarray(1.0 / max(std, 1e-8), jnp.float32))

@@ -81,7 +81,9 @@ def param_shapes(state: TrainState) -> dict[str, list[int]]:
   out = {}
   for name, tree in (('params', state.params), ('frozen', state.frozen)):
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-      out[name + '/' + jax.tree_util.keystr(path, simple=True, separator='/')] = [int(d) for d in (leaf.shape if hasattr(leaf, 'shape') else np.shape(leaf))]
+      shape = leaf.shape if hasattr(leaf, 'shape') else np.shape(leaf)
+      key = name + '/' + jax.tree_util.keystr(path, simple=True, separator='/')
+      out[key] = list(map(int, shape))
   return out
 
 
@@ -112,7 +114,8 @@ def _dict_diff(a: Any, b: Any, prefix: str = '') -> list[str]:
   if isinstance(a, dict) and isinstance(b, dict):
     out = []
     for k in sorted(set(a) | set(b)):
-      out += _dict_diff(a.get(k, '<missing>'), b.get(k, '<missing>'), f'{prefix}.{k}' if prefix else k)
+      out += _dict_diff(a.get(k, '<missing>'), b.get(k, '<missing>'),
+                        f'{prefix}.{k}' if prefix else k)
     return out
   return [] if a == b else [f'{prefix}: checkpoint has {a!r}, expected {b!r}']
 
@@ -217,7 +220,7 @@ class Checkpointer:
     return True
 
   def save_if_best(self, state: TrainState, meta: Mapping[str, Any], val_loss: float) -> bool:
-    """Saves to `best/` if `val_loss` is lower than the best saved so far; returns whether it did."""
+    """Saves to `best/` if `val_loss` beats the best saved so far; returns whether it did."""
     self.wait('best')
     best = self.best_val_loss()
     if best is not None and not val_loss < best:
@@ -296,7 +299,8 @@ def _tuples(x: Any) -> Any:
   return x
 
 
-def load_world_model(path: str, *, which: str = 'best') -> tuple[Any, dict[str, Any], dict[str, Any]]:
+def load_world_model(path: str, *, which: str = 'best'
+                     ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
   """Rebuilds a trained world model from its checkpoint directory.
 
   Args:

@@ -4,12 +4,13 @@ The loss is factored in two halves so that a wrapper can perturb the predictor i
 (adversarial world modelling, PAPER.md section 4, perturbs the visual latent, the proprio embedding
 and the action embedding of the history frames, and keeps the clean targets):
 
-  inputs, targets = encode_window(model, params, frozen, batch)   # frozen encoder, no gradient on targets
+  inputs, targets = encode_window(model, params, frozen, batch)  # Frozen encoder, no target grad.
   loss, metrics = predict_loss(model, params, inputs, targets, key)
 
-`teacher_forcing_loss(model)` composes the two into `loss_fn(params, frozen, batch, key)`, the signature
-`wmjax.training.make_train_step` expects. `params` are the trainable parameters (proprio encoder, action
-encoder, predictor) and `frozen` the frozen ones ({'encoder': ...}); the model sees `{**params, **frozen}`.
+`teacher_forcing_loss(model)` composes the two into `loss_fn(params, frozen, batch, key)`, the
+signature `wmjax.training.make_train_step` expects. `params` are the trainable parameters (proprio
+encoder, action encoder, predictor) and `frozen` the frozen ones ({'encoder': ...}); the model sees
+`{**params, **frozen}`.
 """
 
 from typing import Any, Callable, Mapping, NamedTuple
@@ -76,7 +77,8 @@ def encode_window(model: Any, params: Params, frozen: Params,
   num_actions = batch['actions'].shape[1]
   if num_frames != num_actions + 1:
     raise ValueError(
-        f'A window of T actions needs T+1 frames; got {num_frames} frames and {num_actions} actions.')
+        f'A window of T actions needs T+1 frames; got {num_frames} frames and {num_actions} '
+        'actions.')
   full = merge_params(params, frozen)
   z = model.encode(full, _observations(batch))
   # The encoder is frozen (PAPER.md section 2): no gradient reaches it.
@@ -85,7 +87,7 @@ def encode_window(model: Any, params: Params, frozen: Params,
   inputs = PredictorInputs(
       visual=visual[:, :-1], proprio=proprio[:, :-1],
       actions=model.embed_actions(full, batch['actions']))
-  # Targets are detached, as in DINO-WM (PAPER.md section 2: "targets come from the frozen encoder").
+  # Targets are detached, as in DINO-WM (PAPER.md section 2: targets from the frozen encoder).
   targets = Targets(visual=visual[:, 1:], proprio=jax.lax.stop_gradient(proprio[:, 1:]))
   return inputs, targets
 
@@ -125,8 +127,8 @@ def predict_loss(model: Any, params: Params, inputs: PredictorInputs, targets: T
     deterministic: disables dropout (evaluation).
 
   Returns:
-    (loss, metrics): loss () over the visual + proprio channels of all T outputs (PAPER.md section 2);
-    metrics {'loss', 'mse_visual', 'mse_proprio'}.
+    (loss, metrics): loss () over the visual + proprio channels of all T outputs (PAPER.md
+    section 2); metrics {'loss', 'mse_visual', 'mse_proprio'}.
   """
   # Output t predicts frame t+1; frame-causal attention (PAPER.md section 2).
   pred = model.predict_embedded(params, inputs.visual, inputs.proprio, inputs.actions, rng=key,

@@ -24,7 +24,8 @@ def param_labels(params: Mapping[str, Any]) -> dict[str, Any]:
   """Optimiser label of every leaf: 'predictor', 'encoders' or 'frozen', by top-level group."""
   unknown = sorted(set(params) - set(GROUP_LABELS))
   if unknown:
-    raise ValueError(f'Unknown parameter groups {unknown}; expected some of {sorted(GROUP_LABELS)}.')
+    raise ValueError(
+        f'Unknown parameter groups {unknown}; expected some of {sorted(GROUP_LABELS)}.')
   return {k: jax.tree.map(lambda _, lbl=GROUP_LABELS[k]: lbl, v) for k, v in params.items()}
 
 
@@ -34,7 +35,8 @@ def make_schedule(lr: float, *, steps: int, warmup_steps: int = 0, schedule: str
   if schedule not in SCHEDULES:
     raise ValueError(f'Unknown lr schedule {schedule!r}; choose one of {SCHEDULES}.')
   if lr < 0 or warmup_steps < 0:
-    raise ValueError(f'Need lr >= 0 and warmup_steps >= 0, got lr={lr}, warmup_steps={warmup_steps}.')
+    raise ValueError(
+        f'Need lr >= 0 and warmup_steps >= 0, got lr={lr}, warmup_steps={warmup_steps}.')
   if schedule == 'constant':
     main = optax.constant_schedule(lr)
   else:

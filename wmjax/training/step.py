@@ -1,6 +1,6 @@
 """Training and evaluation step factories (pure, jittable)."""
 
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import optax
@@ -54,10 +54,3 @@ def make_eval_step(loss_fn: LossFn) -> Callable[[TrainState, Batch, PRNGKey], Me
 
   return eval_step
 
-
-def mean_metrics(metrics: list[dict[str, Any]]) -> dict[str, float]:
-  """Host-side mean of a list of metric dicts with the same keys."""
-  if not metrics:
-    raise ValueError('mean_metrics needs at least one metrics dict.')
-  host = jax.device_get(metrics)
-  return {k: float(sum(float(m[k]) for m in host) / len(host)) for k in host[0]}
