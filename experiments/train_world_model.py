@@ -150,7 +150,9 @@ def pretrain_encoder(config, env, train: data_lib.WindowArrays, model_kwargs, pr
   params, metrics = pretrain_conv_autoencoder(
       images, conv_cfg, jax.random.fold_in(jax.random.key(int(config.seed)), _PRETRAIN),
       steps=int(t.encoder_pretrain_steps), batch_size=int(t.encoder_pretrain_batch_size),
-      learning_rate=float(t.encoder_pretrain_lr), progress=progress)
+      learning_rate=float(t.encoder_pretrain_lr), progress=progress,
+      states=states[pick] if float(t.encoder_pretrain_state_weight) > 0 else None,
+      state_weight=float(t.encoder_pretrain_state_weight))
   summary = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
   summary.update(images=int(count), seconds=time.perf_counter() - t0)
   return params, summary

@@ -202,14 +202,16 @@ def test_predict_embedded_matches_predict(setup):
                wm.predict_embedded(params, z['visual'], z['proprio'], emb))
 
 
-def _dot_images(n, size, seed=0):
-  """Grey background with one small coloured square at random positions."""
+def _dot_images(n, size, seed=0, return_positions=False):
+  """Grey background with one small coloured square at random positions; positions (n, 2) x, y."""
   rng = np.random.default_rng(seed)
   imgs = np.full((n, size, size, 3), 200, np.uint8)
+  positions = np.zeros((n, 2), np.float32)
   for i in range(n):
     x, y = rng.integers(0, size - 3, 2)
     imgs[i, y:y + 3, x:x + 3] = rng.integers(0, 120, 3)
-  return imgs
+    positions[i] = x, y
+  return (imgs, positions) if return_positions else imgs
 
 
 def test_conv_autoencoder_pretraining_lowers_loss():
@@ -227,6 +229,40 @@ def test_conv_autoencoder_pretraining_lowers_loss():
     other.init(jax.random.key(1), _obs(other, ()), encoder_params=enc)
   with pytest.raises(ValueError, match=r'images must be \(M, 16, 16, 3\)'):
     models.pretrain_conv_autoencoder(_dot_images(4, 8), CONV, jax.random.key(0), steps=1)
+
+
+def _probe_r2(tokens_fit, y_fit, tokens_test, y_test):
+  """R^2 per dim of a ridge-regularised linear readout fitted on one split, scored on another."""
+  x_fit, x_test = (np.asarray(t, np.float64).reshape(len(t), -1) for t in (tokens_fit, tokens_test))
+  mu = x_fit.mean(0)
+  x_fit, x_test = x_fit - mu, x_test - mu
+  lam = 1e-2 * np.trace(x_fit.T @ x_fit) / x_fit.shape[1]
+  w = np.linalg.solve(x_fit.T @ x_fit + lam * np.eye(x_fit.shape[1]), x_fit.T @ (y_fit - y_fit.mean(0)))
+  pred = x_test @ w + y_fit.mean(0)
+  return 1.0 - ((pred - y_test)**2).mean(0) / y_test.var(0)
+
+
+def test_state_head_makes_tokens_encode_positions():
+  imgs, pos = _dot_images(96, 16, seed=3, return_positions=True)
+  encoders = {}
+  for name, kw in (('with_head', dict(states=pos[:64], state_weight=1.0)), ('without', {})):
+    encoders[name], metrics = models.pretrain_conv_autoencoder(
+        imgs[:64], CONV, jax.random.key(0), steps=60, batch_size=16, learning_rate=3e-3,
+        progress=False, **kw)
+    if name == 'with_head':
+      assert metrics['final_state_mse'] < 0.3 * metrics['initial_state_mse']
+  module = conv.conv_autoencoder_from_config(CONV)
+  encode = jax.jit(lambda p, x: module.apply({'params': p}, x))
+  r2 = {}
+  for name, enc in encoders.items():
+    tokens = np.asarray(encode(enc, imgs))  # (96, 16, 6), standardised.
+    assert abs(tokens[:64].mean()) < 1e-4
+    np.testing.assert_allclose(tokens[:64].var(0).mean(), 1.0, rtol=1e-3)
+    r2[name] = _probe_r2(tokens[:64], pos[:64], tokens[64:], pos[64:])
+  assert np.all(r2['with_head'] > 0.75), r2  # Held-out frames: positions linearly decodable.
+  assert np.mean(r2['with_head']) > np.mean(r2['without']), r2
+  with pytest.raises(ValueError, match=r'states must be \(M, S\) with M = 64'):
+    models.pretrain_conv_autoencoder(imgs[:64], CONV, jax.random.key(0), steps=1, states=pos)
 
 
 def test_foreground_weights_mark_the_object():

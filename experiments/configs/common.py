@@ -61,13 +61,16 @@ _MODEL = {
 _TRAIN = {
     'test': dict(steps=30, batch_size=8, log_every=5, eval_every=10, eval_batches=2,
                  checkpoint_every=10, keep=2, eval_windows=32, encoder_pretrain_steps=20,
-                 encoder_pretrain_batch_size=8, encoder_pretrain_images=64),
+                 encoder_pretrain_batch_size=8, encoder_pretrain_images=64,
+                 encoder_pretrain_state_weight=1.0),
     'cpu': dict(steps=10000, batch_size=32, log_every=50, eval_every=500, eval_batches=8,
                 checkpoint_every=1000, keep=3, eval_windows=512, encoder_pretrain_steps=1000,
-                encoder_pretrain_batch_size=32, encoder_pretrain_images=20000),
+                encoder_pretrain_batch_size=32, encoder_pretrain_images=20000,
+                encoder_pretrain_state_weight=1.0),
     'paper': dict(steps=200000, batch_size=32, log_every=100, eval_every=2000, eval_batches=16,
                   checkpoint_every=5000, keep=3, eval_windows=1024, encoder_pretrain_steps=0,
-                  encoder_pretrain_batch_size=64, encoder_pretrain_images=0),
+                  encoder_pretrain_batch_size=64, encoder_pretrain_images=0,
+                  encoder_pretrain_state_weight=0.0),
 }
 
 
@@ -129,6 +132,10 @@ def train_config(variant: str) -> ml_collections.ConfigDict:
   t.encoder_pretrain_batch_size = v['encoder_pretrain_batch_size']  # Images per pretrain step.
   t.encoder_pretrain_images = v['encoder_pretrain_images']  # Frames rendered for pretraining.
   t.encoder_pretrain_lr = 1e-3         # Peak Adam lr of conv pretraining (cosine decay).
+  t.encoder_pretrain_state_weight = v['encoder_pretrain_state_weight']
+                                       # Weight of the auxiliary linear readout of the normalised
+                                       # simulator state from the tokens during conv pretraining
+                                       # (wmjax/models/conv.py); 0: reconstruction only.
   return t
 
 

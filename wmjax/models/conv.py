@@ -192,12 +192,13 @@ def pretraining_loss(module: ConvAutoencoder, head: StateHead | None, params: An
     state_weight: weight of the state MSE.
 
   Returns:
-    (loss, metrics): metrics 'loss', 'mse', 'foreground_mse' (reconstruction) and, with a head,
-    'state_mse' (normalised units: 1 is the variance of the state).
+    (loss, metrics): metrics 'loss' (the total), 'reconstruction_loss', 'mse', 'foreground_mse'
+    and, with a head, 'state_mse' (normalised units: 1 is the variance of the state).
   """
   tokens = module.apply({'params': params['autoencoder']}, pixels)
   recon = module.apply({'params': params['autoencoder']}, tokens, method='decode')
   loss, metrics = _reconstruction_loss(recon, pixels, foreground_share)
+  metrics['reconstruction_loss'] = loss
   if head is not None:
     pred = head.apply({'params': params['head']}, tokens)
     state_mse = jnp.mean(jnp.square(pred - states))
