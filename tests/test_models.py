@@ -237,7 +237,8 @@ def _probe_r2(tokens_fit, y_fit, tokens_test, y_test):
   mu = x_fit.mean(0)
   x_fit, x_test = x_fit - mu, x_test - mu
   lam = 1e-2 * np.trace(x_fit.T @ x_fit) / x_fit.shape[1]
-  w = np.linalg.solve(x_fit.T @ x_fit + lam * np.eye(x_fit.shape[1]), x_fit.T @ (y_fit - y_fit.mean(0)))
+  gram = x_fit.T @ x_fit + lam * np.eye(x_fit.shape[1])
+  w = np.linalg.solve(gram, x_fit.T @ (y_fit - y_fit.mean(0)))
   pred = x_test @ w + y_fit.mean(0)
   return 1.0 - ((pred - y_test)**2).mean(0) / y_test.var(0)
 

@@ -64,7 +64,7 @@ _TRAIN = {
                  encoder_pretrain_batch_size=8, encoder_pretrain_images=64,
                  encoder_pretrain_state_weight=1.0),
     'cpu': dict(steps=10000, batch_size=32, log_every=50, eval_every=500, eval_batches=8,
-                checkpoint_every=1000, keep=3, eval_windows=512, encoder_pretrain_steps=1000,
+                checkpoint_every=1000, keep=3, eval_windows=512, encoder_pretrain_steps=600,
                 encoder_pretrain_batch_size=32, encoder_pretrain_images=20000,
                 encoder_pretrain_state_weight=1.0),
     'paper': dict(steps=200000, batch_size=32, log_every=100, eval_every=2000, eval_batches=16,

@@ -23,6 +23,8 @@ def get_config(variant: str = 'cpu') -> ml_collections.ConfigDict:
 
   c.data.policy = 'random'
   c.data.update(_DATA[variant])
+  if variant == 'cpu':
+    c.train.steps = 4000  # num_hist 3 costs ~3x a Wall step: ~15 min on 2 CPU cores.
 
   # Planning (PAPER.md section 3): no proprio term in the cost (alpha 0); CEM and GradCEM run 10
   # iterations; a budget of 50 executed model actions (250 env steps) to go around the U.

@@ -3,8 +3,8 @@
 The encoder maps uint8 pixels (..., H, W, 3) to a spatial grid of patch tokens (..., h*w, Dv),
 h = H / 2**len(channels); a spatial grid, not one global vector, because a weak global code made
 planning fail in a small probe (section 9). It is pretrained as an autoencoder on the task's own
-images with a foreground-balanced MSE (small objects such as the dot, the ball or the T carry most of
-the weight), then frozen during world-model training like DINOv2.
+images with a foreground-balanced MSE (small objects such as the dot, the ball or the T carry most
+of the weight), then frozen during world-model training like DINOv2.
 
 Design choice: an auxiliary state readout during pretraining. DINOv2's patch tokens encode where
 objects are; a tiny autoencoder on 64 px frames does not without help: with reconstruction alone,
@@ -12,8 +12,13 @@ the tokens of the cpu configs barely changed when the Wall dot (a 1.7 px Gaussia
 world model trained on them predicted the visual channel worse than "no change". When the
 simulator's state of every frame is given (`states`), a linear head reads the normalised state from
 the flattened token grid and its MSE, weighted by `state_weight`, is added to the reconstruction
-loss, so object positions become linearly decodable, large-scale directions of the tokens. The head
-is dropped after pretraining; the world model sees only the frozen encoder, as before.
+loss, so object positions become linearly decodable, large-scale directions of the tokens (state
+entries one frame cannot show, such as velocities, cost a constant and shape nothing). The head
+is dropped after pretraining; the world model sees only the frozen encoder, as before. Then the
+tokens are standardised (`ConvAutoencoder` token_mean / token_scale): the constant background
+dominated every LayerNormed token, so the part that moves with the scene was ~1e-4 of its scale.
+On Wall (cpu config, 600 pretraining steps, 2,500 world-model steps) the held-out one-step visual
+error went from 1.2x the "no change" error to 0.17x.
 """
 
 import functools
@@ -312,8 +317,8 @@ def pretrain_conv_autoencoder(
       if (i + 1) % log_every == 0 or i + 1 == steps:
         bar.update(i + 1 - bar.n)
         bar.set_postfix(loss=float(loss))
-  params['autoencoder'] = standardise_tokens(module, params['autoencoder'], images)
   metrics.update({f'final_{k}': np.asarray(v) for k, v in evaluate(params, probe).items()})
+  params['autoencoder'] = standardise_tokens(module, params['autoencoder'], images)  # Head dropped.
   metrics['loss'] = np.asarray(jnp.stack(losses))
   return params['autoencoder'], metrics
 
