@@ -437,21 +437,7 @@ def test_configs(task, num_hist, paper_size):
     mod.get_config('huge')
 
 
-def _envs_ready(task):
-  try:
-    from wmjax import envs  # pylint: disable=g-import-not-at-top
-    from wmjax.data import policies  # pylint: disable=g-import-not-at-top
-    envs.load(task)
-  except (ImportError, AttributeError, ValueError, KeyError) as e:
-    return str(e)
-  del policies
-  return None
-
-
 def test_generate_data_end_to_end(tmp_path, capsys):
-  why = _envs_ready('wall')
-  if why:
-    pytest.skip(f'wall env or policies not available: {why}')
   gen = _load_module('experiments/generate_data.py')
   config = _load_module('experiments/configs/wall.py').get_config('test')
   workdir = str(tmp_path / 'run')
@@ -474,9 +460,6 @@ def test_generate_data_end_to_end(tmp_path, capsys):
 
 
 def test_generate_data_cli(tmp_path):
-  why = _envs_ready('wall')
-  if why:
-    pytest.skip(f'wall env or policies not available: {why}')
   cmd = [sys.executable, os.path.join(ROOT, 'experiments', 'generate_data.py'),
          f'--config={ROOT}/experiments/configs/wall.py:test', f'--workdir={tmp_path}']
   env = dict(os.environ, JAX_PLATFORMS='cpu',
@@ -491,9 +474,6 @@ def test_generate_data_cli(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize('task', ['pointmaze', 'pusht'])
 def test_generate_data_other_tasks(tmp_path, task):
-  why = _envs_ready(task)
-  if why:
-    pytest.skip(f'{task} env or policies not available: {why}')
   gen = _load_module('experiments/generate_data.py')
   config = _load_module(f'experiments/configs/{task}.py').get_config('test')
   summary = gen.generate(config, str(tmp_path), progress=False)
