@@ -12,8 +12,6 @@ pure-JAX Wall with a NumPy loop of the same rule.
   python benchmarks/envs.py --tasks=wall,pointmaze --batch_sizes=1,256
 """
 
-import os
-import platform
 import time
 
 from absl import app
@@ -22,6 +20,8 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from wmjax import machine as machine_lib
 
 _TASKS = flags.DEFINE_list('tasks', None, 'Tasks to measure (default: all registered).')
 _BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['1', '64', '1024'], 'Batch sizes.')
@@ -37,19 +37,10 @@ _CACHE_DIR = flags.DEFINE_string(
 
 
 def _machine_info() -> None:
-  cpu = platform.processor() or '?'
-  try:
-    with open('/proc/cpuinfo') as f:
-      names = [l.split(':', 1)[1].strip() for l in f if l.startswith('model name')]
-    cpu = names[0] if names else cpu
-  except OSError:
-    pass
   import mujoco  # pylint: disable=g-import-not-at-top
-  print(f'machine: {platform.platform()}, python {platform.python_version()}')
-  print(f'cpu: {cpu}, {os.cpu_count()} logical cores')
-  print(f'jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.devices()}')
-  print(f'jax_default_matmul_precision: {jax.config.jax_default_matmul_precision}')
-  print(f'mujoco {mujoco.__version__}')
+  for k, v in machine_lib.machine_info().items():
+    print(f'{k}: {v}')
+  print(f'mujoco: {mujoco.__version__}')
 
 
 def _best(fn, repeats: int) -> float:

@@ -37,6 +37,7 @@ import numpy as np
 from experiments import planners as planners_lib
 from experiments.configs import common as common_config
 from wmjax import envs
+from wmjax import machine as machine_lib
 from wmjax.planning import mpc
 
 _TASK = flags.DEFINE_string('task', 'wall', 'Task whose world model and problems are used.')
@@ -66,7 +67,7 @@ HORIZON = 5
 
 def machine_lines() -> list[str]:
   from experiments import plan  # pylint: disable=g-import-not-at-top
-  m = plan.machine_info()
+  m = machine_lib.machine_info()
   return [f'machine: {m["platform"]}, python {m["python"]}, cpu {m["cpu"]} '
           f'({m["cpu_count"]} logical cores)',
           f'jax {m["jax"]}, backend {m["backend"]}, {m["device_count"]} x {m["device_kind"]}, '

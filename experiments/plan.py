@@ -21,7 +21,6 @@ Writes `<workdir>/plan/<run_name>/`:
 import json
 import math
 import os
-import platform
 import sys
 import time
 from typing import Any
@@ -43,6 +42,7 @@ import numpy as np
 from experiments import planners as planners_lib
 from wmjax import data as data_lib
 from wmjax import envs
+from wmjax import machine as machine_lib
 from wmjax.envs import render as render_lib
 from wmjax.planning import mpc
 from wmjax.planning import objectives
@@ -240,23 +240,6 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
   return (max(0.0, center - half), min(1.0, center + half))
 
 
-def machine_info() -> dict[str, Any]:
-  cpu = platform.processor() or '?'
-  try:
-    with open('/proc/cpuinfo') as f:
-      names = [l.split(':', 1)[1].strip() for l in f if l.startswith('model name')]
-    cpu = names[0] if names else cpu
-  except OSError:
-    pass
-  devices = jax.devices()
-  return {
-      'platform': platform.platform(), 'python': platform.python_version(), 'cpu': cpu,
-      'cpu_count': os.cpu_count(), 'jax': jax.__version__, 'backend': jax.default_backend(),
-      'device_kind': devices[0].device_kind, 'device_count': len(devices),
-      'jax_default_matmul_precision': str(jax.config.jax_default_matmul_precision),
-  }
-
-
 def _label(frames: np.ndarray, text: str, scale: int) -> np.ndarray:
   """Upscales (T, H, W, 3) uint8 frames by `scale` and writes `text` in a header strip."""
   from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
@@ -448,7 +431,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, checkpoint: str | 
       'checkpoint': None if meta is None else {
           'path': meta['checkpoint_path'], 'which': p.checkpoint, 'step': meta.get('step'),
           'val_loss': meta.get('val_loss')},
-      'machine': machine_info(),
+      'machine': machine_lib.machine_info(),
   }
 
   say('Writing videos and the distance plot ...')
