@@ -25,7 +25,7 @@ def get_config(variant: str = 'cpu') -> ml_collections.ConfigDict:
   c.data.policy = 'pusht_expert'
   c.data.update(_DATA[variant])
   if variant == 'cpu':
-    c.train.steps = 4000  # num_hist 3 costs ~3x a Wall step: ~15 min on 2 CPU cores.
+    c.train.steps = 8000  # num_hist 3 costs ~3x a Wall step: ~20-25 min on 2 CPU cores.
 
   # Planning (PAPER.md section 3): alpha 1, CEM 30 iterations and a budget of 30 executed model
   # actions are the common defaults (goals lie 25 env steps = 5 model actions ahead).
