@@ -26,6 +26,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import struct
 
 from wmjax.types import Cost, PRNGKey
@@ -75,6 +76,14 @@ def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
   if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
     raise ValueError(f'{name} must be a Python int >= {minimum} (a static size); got {value!r}.')
   return value
+
+
+def check_optimizer(optimizer: Any) -> None:
+  """The gradient planners take any optax transformation, and nothing else."""
+  if not isinstance(optimizer, optax.GradientTransformation):
+    raise ValueError(
+        f'optimizer must be an optax.GradientTransformation (e.g. optax.adam(0.2)); got '
+        f'{type(optimizer).__name__}.')
 
 
 def check_elites(num_samples: int, num_elites: int) -> None:

@@ -57,10 +57,7 @@ def gradcem(
   base.check_elites(num_samples, num_elites)
   base.check_positive_int(num_iterations, 'num_iterations')
   base.check_positive_int(num_grad_steps, 'num_grad_steps')
-  if not isinstance(optimizer, optax.GradientTransformation):
-    raise ValueError(
-        f'optimizer must be an optax.GradientTransformation (e.g. optax.adam(0.3)); got '
-        f'{type(optimizer).__name__}.')
+  base.check_optimizer(optimizer)
   bounds = base.make_bounds(action_low, action_high, horizon, action_size)
   init, shift = base.sampling_init_and_shift(horizon, action_size, init_std, bounds)
 

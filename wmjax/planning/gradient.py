@@ -74,10 +74,7 @@ def gradient_planner(
   base.check_positive_int(horizon, 'horizon')
   base.check_positive_int(action_size, 'action_size')
   base.check_positive_int(num_steps, 'num_steps')
-  if not isinstance(optimizer, optax.GradientTransformation):
-    raise ValueError(
-        f'optimizer must be an optax.GradientTransformation (e.g. optax.adam(0.2)); got '
-        f'{type(optimizer).__name__}.')
+  base.check_optimizer(optimizer)
   bounds = base.make_bounds(action_low, action_high, horizon, action_size)
   shape = (horizon, action_size)
 
