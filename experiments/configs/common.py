@@ -42,6 +42,7 @@ def base_config(task: str, variant: str) -> ml_collections.ConfigDict:
   c.model = model_config(variant)
   c.train = train_config(variant)
   c.plan = plan_config(variant)  # Planning evaluation (experiments/plan.py).
+  c.finetune = finetune_config(variant)  # AWM / OWM finetuning (experiments/finetune.py).
   if variant == 'paper':
     c.image_size = 224  # DINO-WM renders 224 px images, resized to 196 for DINOv2 (section 2).
   return c
@@ -103,9 +104,15 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
   m.predictor.width = ml_collections.FieldReference(v['width'], field_type=int)
                                                 # None: blocks at the token dim (DINO-WM, 404);
                                                 # an int: project tokens to this width.
+  m.predictor.pad_width_to = 0                  # 0: off; else round the block width up to a
+                                                # multiple (128: 404 -> 512, through the
+                                                # width projections; PAPER.md section 7).
   m.predictor.attention_impl = ml_collections.FieldReference(None, field_type=str)
-                                                # None | 'xla' | 'cudnn' (GPU, bfloat16).
-  m.predictor.dtype = 'float32'                 # Compute dtype: float32 | bfloat16.
+                                                # None | 'xla' | 'cudnn' (GPU, bfloat16; falls
+                                                # back to xla elsewhere) | 'auto' (cudnn on a GPU
+                                                # when dtype is bfloat16, else the default).
+  m.predictor.dtype = 'float32'                 # Compute dtype: float32 | bfloat16 (parameters
+                                                # and outputs stay float32).
   return m
 
 
@@ -218,3 +225,55 @@ def plan_config(variant: str) -> ml_collections.ConfigDict:
       lr=0.3, num_grad_steps=1, noise_std=0.0, num_samples=s, num_elites=e,
       num_iterations=i, init_std=1.0, objective='last', rollout='history', execute=5))
   return p
+
+
+# Finetuning sizes per variant. The paper does not publish a number of finetuning steps; these
+# are ours. cpu: planning inside OWM shrinks like the planners' budgets (Adam steps / 5).
+_FINETUNE = {
+    'test': dict(steps=12, batch_size=8, log_every=4, eval_every=6, checkpoint_every=6,
+                 owm_every=4, owm_segments=4, owm_plan_steps=3, owm_capacity=64,
+                 owm_horizons=(2, 3)),
+    'cpu': dict(steps=1000, batch_size=32, log_every=50, eval_every=250, checkpoint_every=250,
+                owm_every=10, owm_segments=16, owm_plan_steps=20, owm_capacity=8192,
+                owm_horizons=(5, 5)),
+    'paper': dict(steps=20000, batch_size=40, log_every=100, eval_every=2000,
+                  checkpoint_every=2000, owm_every=10, owm_segments=8, owm_plan_steps=100,
+                  owm_capacity=65536, owm_horizons=(5, 5)),
+}
+
+
+def finetune_config(variant: str) -> ml_collections.ConfigDict:
+  """The `finetune` section: AWM / OWM finetuning of a trained world model (PAPER.md section 4).
+
+  The run reads the pretrained world model from `pretrained` (default `<workdir>/world_model`) and
+  writes `<workdir>/finetune_<method>/` (checkpoints, metrics, eval.json).
+  """
+  v = _FINETUNE[check_variant(variant)]
+  f = ml_collections.ConfigDict()
+  f.method = 'adversarial'        # adversarial (AWM) | online (OWM).
+  f.pretrained = ''               # Checkpoint dir of the base model; '' = <workdir>/world_model.
+  f.pretrained_checkpoint = 'best'  # best | latest.
+  f.steps = v['steps']            # Finetuning optimiser steps.
+  f.batch_size = v['batch_size']  # Windows per step (paper: 8 segments x 5 windows = 40).
+  f.predictor_lr = 1e-5           # Section 2: finetuning predictor lr 1e-5.
+  f.encoder_lr = 5e-4             # Section 2: proprio/action encoders 5e-4.
+  f.log_every = v['log_every']
+  f.eval_every = v['eval_every']  # Validation on held-out trajectories (as in training).
+  f.checkpoint_every = v['checkpoint_every']
+
+  # AWM (section 4): FGSM with random start; eps = lambda * std of each channel group.
+  f.adversarial = ml_collections.ConfigDict(dict(
+      lambda_visual=0.05, lambda_proprio=0.02, lambda_action=0.02, step_size=1.25, num_steps=1,
+      radii='first_batch',     # first_batch (paper) | per_batch (authors' code).
+      clean_weight=0.0))       # Weight of an added clean-input term (paper: none).
+
+  # OWM (section 4): every `every` batches, plan from dataset segments to a goal `goal_horizon`
+  # model steps ahead with Adam (lr 0.3, history rollout, objective last), execute the plans in
+  # the simulator and add the executed windows to a replay buffer trained on beside the data.
+  f.online = ml_collections.ConfigDict(dict(
+      every=v['owm_every'], num_segments=v['owm_segments'], goal_horizon=v['owm_horizons'][0],
+      planner_horizon=v['owm_horizons'][1],
+      lr=0.3, num_steps=v['owm_plan_steps'], objective='last', rollout='history',
+      capacity=v['owm_capacity'],
+      online_fraction=0.5))    # Share of each batch drawn from the buffer once it holds data.
+  return f

@@ -1,5 +1,11 @@
 """World-model training: loss, train state, step factories, optimiser, checkpoints, metrics."""
 
+from wmjax.training.adversarial import AdversarialConfig
+from wmjax.training.adversarial import adversarial_loss
+from wmjax.training.adversarial import attack
+from wmjax.training.adversarial import compute_radii
+from wmjax.training.adversarial import init_extra
+from wmjax.training.adversarial import Radii
 from wmjax.training.checkpoint import build_world_model
 from wmjax.training.checkpoint import Checkpointer
 from wmjax.training.checkpoint import load_world_model
@@ -24,11 +30,16 @@ from wmjax.training.train_state import split_params
 from wmjax.training.train_state import TrainState
 
 __all__ = [
+    'AdversarialConfig',
+    'adversarial_loss',
+    'attack',
     'build_world_model',
     'Checkpointer',
+    'compute_radii',
     'create_train_state',
     'encode_window',
     'full_params',
+    'init_extra',
     'latent_errors',
     'learning_rates',
     'load_world_model',
@@ -39,6 +50,7 @@ __all__ = [
     'MetricWriter',
     'predict_loss',
     'PredictorInputs',
+    'Radii',
     'read_metrics',
     'rollout_errors',
     'split_params',
@@ -46,4 +58,23 @@ __all__ = [
     'teacher_forcing_loss',
     'TrainState',
     'world_model_kwargs',
+]
+
+# Online World Modeling (PAPER.md section 4); buffer ops as `online.insert` / `online.sample`.
+from wmjax.training import online  # pylint: disable=g-import-not-at-top
+from wmjax.training.online import collect_windows  # pylint: disable=g-import-not-at-top
+from wmjax.training.online import execute_plans  # pylint: disable=g-import-not-at-top
+from wmjax.training.online import init_buffer  # pylint: disable=g-import-not-at-top
+from wmjax.training.online import mix_batches  # pylint: disable=g-import-not-at-top
+from wmjax.training.online import ReplayBuffer  # pylint: disable=g-import-not-at-top
+from wmjax.training.online import trajectory_windows  # pylint: disable=g-import-not-at-top
+
+__all__ += [
+    'collect_windows',
+    'execute_plans',
+    'init_buffer',
+    'mix_batches',
+    'online',
+    'ReplayBuffer',
+    'trajectory_windows',
 ]
