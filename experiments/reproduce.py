@@ -1,0 +1,374 @@
+r"""Reproduces the paper's comparison end to end (PAPER.md section 6) on our tasks.
+
+  python experiments/reproduce.py --config experiments/configs/reproduce.py:cpu --workdir runs/repro
+
+For each task: generate data, train the base world model, finetune it with AWM and with OWM,
+measure the train-test gap, then evaluate planners on every model: GD, Adam and CEM, open loop and
+under MPC (the grid of Table 1), MPPI and GradCEM, the true-dynamics ceiling (the simulator as the
+model), Adam with bounded actions, and a budget sweep for success-vs-time curves. Every planner gets
+the same executed-step budget per episode and the same 50 problems and seeds.
+
+Layout: `<workdir>/<task>/` is an ordinary run directory (dataset/, world_model/,
+finetune_<method>/, diagnose/, plan/<model>/<row>/); each stage is skipped when its output exists,
+so an interrupted run continues where it stopped. Outputs: `<workdir>/results.json`,
+`<workdir>/results.md` (tables with 95% intervals, budgets, seeds and timing, beside the published
+numbers) and `<workdir>/<task>/success_vs_time.png`.
+"""
+
+import copy
+import importlib
+import json
+import os
+import sys
+import time
+from typing import Any
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+  sys.path.insert(0, _ROOT)
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from absl import logging
+import jax
+import ml_collections
+from ml_collections import config_flags
+import numpy as np
+
+from experiments import diagnose_gap
+from experiments import finetune as finetune_lib
+from experiments import generate_data
+from experiments import plan as plan_lib
+from experiments import train_world_model as train_lib
+from wmjax import data as data_lib
+from wmjax import envs
+from wmjax import machine as machine_lib
+
+MODEL_LABELS = {'base': 'base', 'adversarial': 'AWM', 'online': 'OWM'}
+# PAPER.md section 6 (arXiv v1 Table 1): success % for GD / Adam / CEM; None where not published.
+PUBLISHED = {
+    'pusht': {('base', 'open_loop'): (38, 54, 78), ('base', 'mpc'): (56, 76, 92),
+              ('online', 'mpc'): (50, 76, 92), ('adversarial', 'open_loop'): (56, 82, 94),
+              ('adversarial', 'mpc'): (66, 92, 92)},
+    'pointmaze': {('base', 'open_loop'): (12, 24, 90), ('base', 'mpc'): (42, 68, 90),
+                  ('online', 'mpc'): (54, 88, 96), ('adversarial', 'open_loop'): (32, 70, 88),
+                  ('adversarial', 'mpc'): (50, 94, 98)},
+    'wall': {('base', 'open_loop'): (2, 10, 74), ('base', 'mpc'): (12, 80, 82),
+             ('online', 'mpc'): (38, 80, 90), ('adversarial', 'open_loop'): (32, 34, 30),
+             ('adversarial', 'mpc'): (14, 94, 94)},
+}
+
+
+def define_flags() -> tuple[Any, Any]:
+  config = config_flags.DEFINE_config_file(
+      'config', None, 'Reproduction config, e.g. experiments/configs/reproduce.py:cpu.',
+      lock_config=True)
+  workdir = flags.DEFINE_string('workdir', None, 'Output directory (one run dir per task).')
+  flags.mark_flags_as_required(['config', 'workdir'])
+  return config, workdir
+
+
+def task_config(rc: ml_collections.ConfigDict, task: str) -> ml_collections.ConfigDict:
+  """The task's config at the reproduction's variant, with the scale's overrides applied."""
+  if task not in envs.ALL_ENVS:
+    raise ValueError(f'Unknown task {task!r}; choose from {envs.ALL_ENVS}.')
+  module = importlib.import_module(f'experiments.configs.{task}')
+  c = module.get_config(rc.task_variant)
+  for section, fields in rc.overrides.items():
+    if section not in c:
+      raise ValueError(f'reproduce override: the {task} config has no section {section!r}.')
+    for leaf, value in fields.items():
+      if leaf not in c[section]:
+        raise ValueError(f'reproduce override: the {task} config has no field '
+                         f'{section}.{leaf}.')
+      c[section][leaf] = value
+  c.plan.seed = int(rc.seed)
+  return c
+
+
+# ------------------------------------------------------------------------------------ rows
+def rows(rc: ml_collections.ConfigDict) -> list[dict[str, Any]]:
+  """Every planning evaluation of a task: {'model', 'planner', 'mode', 'kind', 'factor',
+  'bounded', 'simulator', 'name'}; `name` is its folder under plan/."""
+  out = []
+
+  def add(model, planner, mode, kind, factor=1.0, bounded=False, simulator=False):
+    suffix = '' if factor == 1.0 else f'_x{factor:g}'
+    suffix += '_bounded' if bounded else ''
+    out.append(dict(model=model, planner=planner, mode=mode, kind=kind, factor=factor,
+                    bounded=bounded, simulator=simulator,
+                    name=f'{model}/{planner}_{mode}{suffix}'))
+
+  for model in rc.models:
+    for planner in rc.planners:
+      for mode in rc.modes:
+        add(model, planner, mode, 'grid')
+    for planner in rc.baselines:
+      add(model, planner, 'mpc', 'baseline')
+    for planner in rc.bounded:
+      add(model, planner, 'mpc', 'bounded', bounded=True)
+  for planner in rc.ceiling:
+    add('simulator', planner, 'mpc', 'ceiling', simulator=True)
+  for model in rc.sweep_models:
+    for planner in rc.sweep_planners:
+      for f in rc.sweep_factors:
+        add(model, planner, 'mpc', 'sweep', factor=float(f))
+  names = [r['name'] for r in out]
+  dupes = sorted({n for n in names if names.count(n) > 1})
+  if dupes:
+    raise ValueError(f'The reproduce config lists these evaluations twice: {dupes}.')
+  return out
+
+
+def check_config(rc: ml_collections.ConfigDict) -> None:
+  errors = []
+  for task in rc.tasks:
+    if task not in envs.ALL_ENVS:
+      errors.append(f'tasks: unknown task {task!r}; choose from {envs.ALL_ENVS}')
+  for model in tuple(rc.models) + tuple(rc.sweep_models):
+    if model not in MODEL_LABELS:
+      errors.append(f'unknown model {model!r}; choose from {tuple(MODEL_LABELS)}')
+  for model in rc.sweep_models:
+    if model not in rc.models:
+      errors.append(f'sweep_models has {model!r}, which is not in models {tuple(rc.models)}')
+  for mode in rc.modes:
+    if mode not in plan_lib.MODES:
+      errors.append(f'unknown mode {mode!r}; choose from {plan_lib.MODES}')
+  from experiments import planners as planners_lib  # pylint: disable=g-import-not-at-top
+  for field in ('planners', 'baselines', 'ceiling', 'bounded', 'sweep_planners'):
+    for name in rc[field]:
+      if name not in planners_lib.PLANNERS:
+        errors.append(f'{field}: unknown planner {name!r}; choose from {planners_lib.PLANNERS}')
+  for f in rc.sweep_factors:
+    if not float(f) > 0:
+      errors.append(f'sweep_factors must be > 0; got {f}')
+  if errors:
+    raise ValueError('Invalid reproduce config:\n  ' + '\n  '.join(errors))
+  rows(rc)
+
+
+def row_config(c: ml_collections.ConfigDict, row: dict[str, Any]) -> ml_collections.ConfigDict:
+  """The task config of one evaluation row."""
+  c = copy.deepcopy(c)
+  p = c.plan
+  p.planner, p.mode, p.bounded = row['planner'], row['mode'], bool(row['bounded'])
+  p.model = 'simulator' if row['simulator'] else 'world_model'
+  p.run_name = row['name']
+  # Finetuned models are evaluated as the recipe ends (their last step); the base model at its
+  # best validation loss.
+  p.checkpoint = 'best' if row['model'] in ('base', 'simulator') else 'latest'
+  f = row['factor']
+  if f != 1.0:
+    s = p[row['planner']]
+    if 'num_steps' in s and 'num_samples' not in s:  # Gradient planners: steps x f.
+      s.num_steps = max(1, int(round(s.num_steps * f)))
+    else:  # Sampling planners: population and elites x f, iterations kept.
+      s.num_samples = max(2, int(round(s.num_samples * f)))
+      s.num_elites = max(1, min(s.num_samples, int(round(s.num_elites * f))))
+  return c
+
+
+def checkpoint_dir(taskdir: str, model: str) -> str | None:
+  if model == 'simulator':
+    return None
+  if model == 'base':
+    return os.path.join(taskdir, train_lib.OUT_DIR)
+  return os.path.join(taskdir, finetune_lib.OUT_PREFIX + model)
+
+
+# ------------------------------------------------------------------------------------ stages
+def run_task(rc, task: str, workdir: str, say=print) -> dict[str, Any]:
+  """All stages of one task (each skipped when its output exists); returns the task's results."""
+  c = task_config(rc, task)
+  taskdir = os.path.join(workdir, task)
+  os.makedirs(taskdir, exist_ok=True)
+  timings = _load_json(os.path.join(taskdir, 'stage_seconds.json')) or {}
+
+  def stage(name, done, fn):
+    if done():
+      say(f'[{task}] {name}: done already, skipped')
+      return
+    say(f'[{task}] {name} ...')
+    t0 = time.perf_counter()
+    fn()
+    timings[name] = time.perf_counter() - t0
+    _write_json(os.path.join(taskdir, 'stage_seconds.json'), timings)
+
+  stage('data', lambda: False,
+        lambda: generate_data.generate(c, taskdir, progress=False, preview=True))
+  stage('train base model', _exists(taskdir, train_lib.OUT_DIR, train_lib.EVAL_FILE),
+        lambda: train_lib.train_and_evaluate(c, taskdir))
+  for method in [m for m in rc.models if m != 'base']:
+    fc = copy.deepcopy(c)
+    fc.finetune.method = method
+    stage(f'finetune {method}',
+          _exists(taskdir, finetune_lib.OUT_PREFIX + method, train_lib.EVAL_FILE),
+          lambda fc=fc: finetune_lib.finetune(fc, taskdir))
+  stage('diagnose the gap', _exists(taskdir, diagnose_gap.OUT_DIR, 'gap.json'),
+        lambda: diagnose_gap.diagnose(copy.deepcopy(c), taskdir))
+  for row in rows(rc):
+    out = os.path.join(taskdir, plan_lib.OUT_DIR, row['name'])
+    stage(f'plan {row["name"]}', _exists(out, 'results.json'),
+          lambda row=row: plan_lib.evaluate(row_config(c, row), taskdir,
+                                            checkpoint_dir(taskdir, row['model'])))
+  return collect_task(rc, task, taskdir, c, timings)
+
+
+def _exists(*parts):
+  return lambda: os.path.exists(os.path.join(*parts))
+
+
+def _load_json(path):
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def _write_json(path, obj):
+  with open(path + '.tmp', 'w') as f:
+    json.dump(obj, f, indent=1)
+  os.replace(path + '.tmp', path)
+
+
+# ------------------------------------------------------------------------------------ results
+def collect_task(rc, task: str, taskdir: str, c, timings) -> dict[str, Any]:
+  """Gathers a task's outputs into one dict (and draws its success-vs-time plot)."""
+  env = envs.load(task)
+  ds = data_lib.load_dataset(os.path.join(taskdir, generate_data.DATASET_DIR), task=task)
+  coverage = generate_data.task_summary(env, np.asarray(ds.states))
+  models = {}
+  for model in rc.models:
+    ev = _load_json(os.path.join(checkpoint_dir(taskdir, model), train_lib.EVAL_FILE))
+    e = ev['errors']['markov']
+    h = ev['horizon']
+    models[model] = {k: e['model']['loss'][k - 1] / max(e['no_change']['loss'][k - 1], 1e-30)
+                     for k in sorted({1, h})}
+  evaluations = []
+  for row in rows(rc):
+    r = _load_json(os.path.join(taskdir, plan_lib.OUT_DIR, row['name'], 'results.json'))
+    evaluations.append(dict(row, success_rate=r['success_rate'],
+                            ci95=r['success_rate_ci95'], num_instances=r['num_instances'],
+                            budget=r['budget'], settings=r['protocol']['settings'],
+                            seconds_per_episode=r['timing']['seconds_per_episode'],
+                            compile_seconds=r['timing']['compile_seconds'],
+                            mean_final_distance=r['mean_final_distance']))
+  result = {'task': task, 'variant': c.variant, 'coverage': coverage,
+            'model_error_ratio_vs_no_change': models,
+            'gap': _load_json(os.path.join(taskdir, diagnose_gap.OUT_DIR, 'gap.json')),
+            'evaluations': evaluations, 'stage_seconds': timings,
+            'seeds': {'plan.seed': int(rc.seed), 'data.seed': int(c.data.seed),
+                      'seed': int(c.seed)}}
+  plot_success_vs_time(result, os.path.join(taskdir, 'success_vs_time.png'))
+  return result
+
+
+def plot_success_vs_time(result: dict[str, Any], path: str) -> None:
+  """Success rate against seconds per (batched) episode, one line per model x planner."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  lines = {}
+  for e in result['evaluations']:
+    if e['mode'] != 'mpc' or e['bounded'] or e['simulator'] or e['kind'] == 'baseline':
+      continue
+    lines.setdefault((e['model'], e['planner']), []).append(e)
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for (model, planner), pts in sorted(lines.items()):
+    pts = sorted(pts, key=lambda e: e['seconds_per_episode'])
+    ax.plot([e['seconds_per_episode'] for e in pts], [100 * e['success_rate'] for e in pts],
+            marker='o', linestyle='-' if model == 'base' else '--',
+            label=f'{planner} ({MODEL_LABELS[model]})')
+  for e in result['evaluations']:
+    if e['kind'] == 'baseline' and e['model'] == 'base':
+      ax.scatter([e['seconds_per_episode']], [100 * e['success_rate']], marker='x',
+                 label=f'{e["planner"]} (base)')
+  ax.set_xscale('log')
+  ax.set_xlabel('seconds per MPC episode (all instances batched)')
+  ax.set_ylabel('success %')
+  ax.set_title(f'{result["task"]}: success vs planning time, equal executed steps')
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def _cell(e: dict[str, Any] | None) -> str:
+  if e is None:
+    return '-'
+  lo, hi = e['ci95']
+  return f'{100 * e["success_rate"]:.0f} [{100 * lo:.0f}-{100 * hi:.0f}]'
+
+
+def markdown(results: dict[str, Any]) -> str:
+  """The reproduction's tables: model quality, the gap, success per cell, timing."""
+  out = [f'# Reproduction ({results["scale"]} scale)', '',
+         f'Run time {results["seconds"] / 60:.1f} min on {results["machine"].get("cpu", "?")}; '
+         f'jax {results["machine"].get("jax", "?")}.', '']
+  for t in results['tasks']:
+    ev = t['evaluations']
+    find = lambda **kw: next((e for e in ev if all(e[k] == v for k, v in kw.items())), None)
+    out += [f'## {t["task"]} ({t["variant"]})', '',
+            'Data coverage: ' + ', '.join(f'{k} {v:.3g}' for k, v in t['coverage'].items()),
+            '', 'Held-out latent error / "no change" (markov rollout): ' + '; '.join(
+                f'{MODEL_LABELS[m]} ' + ', '.join(f'k={k}: {v:.3f}' for k, v in r.items())
+                for m, r in t['model_error_ratio_vs_no_change'].items()), '']
+    if t.get('gap'):
+      out += [diagnose_gap.markdown(t['gap']).split('\n', 2)[2], '']
+    grid = [e for e in ev if e['kind'] in ('grid', 'baseline', 'bounded', 'ceiling')]
+    planners = list(dict.fromkeys(e['planner'] for e in grid))
+    out += ['Success % [95% CI], ' + f'{ev[0]["num_instances"]} problems (plan.seed '
+            f'{t["seeds"]["plan.seed"]}); budget per MPC episode: equal executed model actions '
+            'for every planner.', '',
+            '| model | mode | ' + ' | '.join(planners) + ' | paper GD / Adam / CEM |',
+            '|---|---|' + '---|' * (len(planners) + 1)]
+    keys = list(dict.fromkeys((e['model'], e['mode'], e['bounded']) for e in grid))
+    for model, mode, bounded in keys:
+      cells = [_cell(find(model=model, mode=mode, planner=p, bounded=bounded, factor=1.0))
+               for p in planners]
+      pub = PUBLISHED.get(t['task'], {}).get((model, mode)) if not bounded else None
+      label = 'simulator (ceiling)' if model == 'simulator' else MODEL_LABELS[model]
+      out.append(f'| {label}{" bounded" if bounded else ""} | {mode} | ' + ' | '.join(cells)
+                 + f' | {" / ".join(map(str, pub)) if pub else "-"} |')
+    out += ['', '| row | settings | budget (replans x executed = model actions) | '
+            's per episode | compile s | success % |', '|---|---|---|---|---|---|']
+    for e in ev:
+      b = e['budget']
+      out.append(f'| {e["name"]} | {e["settings"]} | {b["num_replans"]} x {b["execute"]} = '
+                 f'{b["model_actions"]} | {e["seconds_per_episode"]:.3g} | '
+                 f'{e["compile_seconds"]:.3g} | {_cell(e)} |')
+    out += ['', f'Stage times (s): ' + ', '.join(f'{k} {v:.0f}'
+                                                 for k, v in t['stage_seconds'].items()),
+            '', f'![success vs time]({t["task"]}/success_vs_time.png)', '']
+  return '\n'.join(out)
+
+
+def reproduce(rc: ml_collections.ConfigDict, workdir: str, say=print) -> dict[str, Any]:
+  """Runs (or continues) every task; writes and returns the combined results."""
+  check_config(rc)
+  tasks = [run_task(rc, task, workdir, say) for task in rc.tasks]
+  results = {'scale': rc.scale, 'tasks': tasks, 'config': rc.to_dict(),
+             # Total work, including stages run by earlier (interrupted) invocations.
+             'seconds': sum(sum(t['stage_seconds'].values()) for t in tasks),
+             'machine': machine_lib.machine_info()}
+  _write_json(os.path.join(workdir, 'results.json'), results)
+  with open(os.path.join(workdir, 'results.md'), 'w') as f:
+    f.write(markdown(results))
+  return results
+
+
+def main(argv, config_flag, workdir_flag):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.WARNING)
+  jax.config.update('jax_compilation_cache_dir', os.environ.get(
+      'WMJAX_JAX_CACHE', os.path.join(os.path.expanduser('~'), '.cache', 'wmjax', 'jax')))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  results = reproduce(config_flag.value, workdir_flag.value)
+  print(markdown(results))
+  print(f'Results in {os.path.join(workdir_flag.value, "results.md")}')
+
+
+if __name__ == '__main__':
+  _flags = define_flags()
+  app.run(lambda argv: main(argv, *_flags))
