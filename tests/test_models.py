@@ -317,3 +317,96 @@ def test_bad_config_raises_clear_errors():
     _conv_wm(predictor=dict(attention_impl='flash'))
   with pytest.raises(ValueError, match='divisible by 2\\*\\*len\\(channels\\)'):
     _conv_wm(image_size=10).latent_spec  # pylint: disable=expression-not-assigned
+
+
+# ------------------------------------------------------------------ predictor options (section 7)
+def _tokens(shape, seed=0):
+  return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+
+
+def test_attention_auto_and_cudnn_resolution():
+  resolve = predictor_lib.resolve_attention_impl
+  assert resolve('auto', 'bfloat16', backend='gpu') == 'cudnn'
+  assert resolve('auto', 'float32', backend='gpu') is None
+  assert resolve('auto', 'bfloat16', backend='cpu') is None
+  assert resolve('auto', 'bfloat16', head_dim=12, backend='gpu') is None  # Kernel needs 8 | hd.
+  assert resolve('cudnn', 'bfloat16', backend='gpu') == 'cudnn'
+  assert resolve(None, 'bfloat16', backend='gpu') is None
+  assert resolve('xla', 'bfloat16', backend='gpu') == 'xla'
+  predictor_lib._WARNED.clear()  # pylint: disable=protected-access
+  with pytest.warns(RuntimeWarning, match="falling back to 'xla' \\(the cpu backend\\)"):
+    assert resolve('cudnn', 'bfloat16', backend='cpu') == 'xla'
+  with pytest.warns(RuntimeWarning, match='dtype float32'):
+    assert resolve('cudnn', 'float32', backend='gpu') == 'xla'
+
+
+def test_cudnn_and_auto_run_on_cpu_like_xla():
+  kw = dict(num_frames=2, **TINY_PREDICTOR)
+  x = _tokens((3, 2, 4, 20))
+  params = predictor_lib.Predictor(**kw).init(jax.random.key(0), x)
+  predictor_lib._WARNED.clear()  # pylint: disable=protected-access
+  with pytest.warns(RuntimeWarning, match='falling back') as record:
+    outs = {impl: jax.jit(predictor_lib.Predictor(attention_impl=impl, **kw).apply)(params, x)
+            for impl in ('xla', 'cudnn', 'auto')}
+    jax.jit(predictor_lib.Predictor(attention_impl='cudnn', **kw).apply)(params, x[:1])
+  assert len([w for w in record if 'falling back' in str(w.message)]) == 1  # Warned once.
+  np.testing.assert_allclose(outs['cudnn'], outs['xla'], atol=1e-6)
+  np.testing.assert_allclose(outs['auto'], outs['xla'], atol=1e-6)
+  wm = _conv_wm(predictor=dict(TINY_PREDICTOR, attention_impl='auto'))
+  assert wm.predictor.attention_impl == 'auto'
+
+
+def test_pad_width_to_rounds_the_block_width_up():
+  assert predictor_lib.block_width(404, None, 128) == 512  # Section 7: 404 -> 512.
+  assert predictor_lib.block_width(404, None, 0) == 404
+  assert predictor_lib.block_width(404, 200, 128) == 256
+  x = _tokens((2, 3, 4, 20))
+  shapes = lambda m: jax.tree.map(jnp.shape, jax.eval_shape(m.init, jax.random.key(0), x))
+  padded = shapes(predictor_lib.Predictor(num_frames=3, pad_width_to=16, **TINY_PREDICTOR))
+  p = padded['params']
+  assert p['proj_in']['kernel'] == (20, 32) and p['proj_out']['kernel'] == (32, 20)
+  assert p['pos_embedding'] == (12, 32) and p['block_0']['fc2']['kernel'] == (32, 20 + 12)
+  exact = shapes(predictor_lib.Predictor(num_frames=3, pad_width_to=10, **TINY_PREDICTOR))
+  assert 'proj_in' not in exact['params']  # 20 is a multiple of 10: no projection.
+  # A padded world model (conv tokens 6 + 20 = 26 -> 32) runs end to end.
+  wm = _conv_wm(predictor=dict(TINY_PREDICTOR, pad_width_to=16))
+  params = wm.init(jax.random.key(0), _obs(wm, ()))
+  assert params['predictor']['proj_in']['kernel'].shape == (26, 32)
+  z0 = jax.tree.map(lambda x: x[0], jax.jit(wm.encode)(params, _obs(wm, (1,))))
+  actions = _tokens((4, A), seed=1)
+  out = jax.jit(lambda p, z, a: wm.rollout(p, z, a, mode='history'))(params, z0, actions)
+  assert out['visual'].shape == (5, 16, 6) and out['proprio'].shape == (5, 10)
+  assert np.all(np.isfinite(out['visual'])) and np.all(np.isfinite(out['proprio']))
+
+
+def test_bfloat16_is_close_to_float32():
+  kw = dict(num_frames=3, pad_width_to=16, **TINY_PREDICTOR)
+  x = _tokens((4, 3, 4, 20))
+  params = predictor_lib.Predictor(**kw).init(jax.random.key(0), x)
+  assert all(l.dtype == jnp.float32 for l in jax.tree.leaves(params))
+
+  def run(dtype):
+    m = predictor_lib.Predictor(dtype=dtype, **kw)
+    f = lambda x: m.apply(params, x)
+    return f(x), jax.grad(lambda x: jnp.sum(jnp.square(f(x)[:, -1])))(x)
+
+  (y32, g32), (y16, g16) = jax.jit(lambda: (run(jnp.float32), run(jnp.bfloat16)))()
+  assert y16.dtype == jnp.float32 and g16.dtype == jnp.float32
+  rel = lambda a, b: float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+  assert rel(y16, y32) < 0.02, rel(y16, y32)  # bfloat16 keeps ~3 significant digits.
+  assert rel(g16, g32) < 0.05, rel(g16, g32)
+  assert rel(y16, y32) > 0  # The bfloat16 path really computes in bfloat16.
+
+
+def test_bad_predictor_options_raise():
+  for bad, match in [(dict(attention_impl='flash'), 'attention_impl=.*auto'),
+                     (dict(dtype='float16'), "dtype='float16'.*bfloat16"),
+                     (dict(dtype='int8'), 'choose one of'),
+                     (dict(pad_width_to=-1), 'pad_width_to=-1'),
+                     (dict(pad_width_to=1.5), 'pad_width_to=1.5'),
+                     (dict(pad_width_to=True), 'pad_width_to=True'),
+                     (dict(width=0), 'width=0')]:
+    with pytest.raises(ValueError, match=match):
+      _conv_wm(predictor=dict(TINY_PREDICTOR, **bad))
+    with pytest.raises(ValueError, match=match):
+      predictor_lib.Predictor(num_frames=1, **bad).init(jax.random.key(0), _tokens((1, 2, 4)))

@@ -104,9 +104,13 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
   m.predictor.width = ml_collections.FieldReference(v['width'], field_type=int)
                                                 # None: blocks at the token dim (DINO-WM, 404);
                                                 # an int: project tokens to this width.
-  m.predictor.pad_width_to = 0                  # 0: off; else round the block width up to a
+  if variant == 'paper':
+    m.predictor.pad_width_to = 0                # 0: off; else round the block width up to a
                                                 # multiple (128: 404 -> 512, through the
                                                 # width projections; PAPER.md section 7).
+                                                # Paper variant only: a new field changes the
+                                                # model fingerprint that existing cpu/test
+                                                # checkpoints are checked against.
   m.predictor.attention_impl = ml_collections.FieldReference(None, field_type=str)
                                                 # None | 'xla' | 'cudnn' (GPU, bfloat16; falls
                                                 # back to xla elsewhere) | 'auto' (cudnn on a GPU

@@ -9,6 +9,7 @@ attention probabilities; `jax.nn.dot_product_attention` (needed for the fused cu
 option, so that single dropout site is omitted.
 """
 
+import warnings
 from typing import Any
 
 import flax.linen as nn
@@ -16,7 +17,80 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-ATTENTION_IMPLEMENTATIONS = (None, 'xla', 'cudnn')
+# None: jax's default (XLA); 'xla'; 'cudnn': the fused cuDNN kernel (GPU, bfloat16); 'auto': 'cudnn'
+# on a CUDA GPU with bfloat16 computation, else None.
+ATTENTION_IMPLEMENTATIONS = (None, 'xla', 'cudnn', 'auto')
+DTYPES = ('float32', 'bfloat16')  # Computation dtypes; parameters and outputs stay float32.
+_HALF = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+_WARNED: set[str] = set()  # Fallback reasons already warned about (one warning per process each).
+
+
+def check_options(attention_impl: Any = None, dtype: Any = 'float32', width: Any = None,
+                  pad_width_to: Any = 0) -> jnp.dtype:
+  """Validates the predictor's options; returns the computation dtype.
+
+  Raises:
+    ValueError: naming the bad option and its valid choices.
+  """
+  if attention_impl not in ATTENTION_IMPLEMENTATIONS:
+    raise ValueError(f'attention_impl={attention_impl!r}; choose one of '
+                     f'{ATTENTION_IMPLEMENTATIONS}.')
+  try:
+    dt = jnp.dtype(dtype)
+  except TypeError:
+    dt = None
+  if dt is None or dt.name not in DTYPES:
+    raise ValueError(f'predictor dtype={dtype!r}; choose one of {DTYPES}.')
+  if width is not None and (isinstance(width, bool) or not isinstance(width, (int, np.integer))
+                            or width < 1):
+    raise ValueError(f'predictor width={width!r}; choose None (the token dim) or an int >= 1.')
+  if (isinstance(pad_width_to, bool) or not isinstance(pad_width_to, (int, np.integer))
+      or pad_width_to < 0):
+    raise ValueError(f'predictor pad_width_to={pad_width_to!r}; choose 0 (off) or an int >= 1 '
+                     '(e.g. 128: 404 -> 512).')
+  return dt
+
+
+def block_width(token_dim: int, width: int | None = None, pad_width_to: int = 0) -> int:
+  """Width the transformer blocks run at: `width` (default the token dim) rounded up to a multiple
+  of `pad_width_to` when that is > 0 (section 7: 404 -> 512 for pad_width_to=128)."""
+  w = token_dim if width is None else int(width)
+  if pad_width_to:
+    w = -(-w // int(pad_width_to)) * int(pad_width_to)
+  return w
+
+
+def resolve_attention_impl(attention_impl: str | None, dtype: Any, head_dim: int = 64,
+                           backend: str | None = None) -> str | None:
+  """The implementation `jax.nn.dot_product_attention` gets for a configured `attention_impl`.
+
+  'auto' is 'cudnn' on a GPU backend when the computation dtype is bfloat16 and head_dim suits the
+  fused kernel (a multiple of 8, <= 128); otherwise None (jax's default, XLA). An explicit 'cudnn'
+  where the fused kernel cannot run (a non-GPU backend, or a float32 computation) falls back to
+  'xla' with one warning instead of failing.
+
+  Args:
+    attention_impl: None | 'xla' | 'cudnn' | 'auto'.
+    dtype: computation dtype.
+    head_dim: features per head.
+    backend: platform name (default `jax.default_backend()`, read when the model is traced).
+  """
+  check_options(attention_impl, dtype)
+  if attention_impl not in ('auto', 'cudnn'):
+    return attention_impl
+  backend = jax.default_backend() if backend is None else backend
+  on_gpu = backend in ('gpu', 'cuda')
+  half = jnp.dtype(dtype) in _HALF
+  if attention_impl == 'auto':
+    return 'cudnn' if on_gpu and half and head_dim % 8 == 0 and head_dim <= 128 else None
+  if not (on_gpu and half):
+    why = f'the {backend} backend' if not on_gpu else f'dtype {jnp.dtype(dtype).name}'
+    if why not in _WARNED:
+      _WARNED.add(why)
+      warnings.warn(f"attention_impl='cudnn' needs a GPU and bfloat16 computation; falling back "
+                    f"to 'xla' ({why}).", RuntimeWarning, stacklevel=2)
+    return 'xla'
+  return 'cudnn'
 
 
 def frame_causal_mask(num_frames: int, num_patches: int) -> np.ndarray:
@@ -64,10 +138,15 @@ class Predictor(nn.Module):
     num_frames: maximum window length (num_hist); the positional embedding covers num_frames x N.
     depth, num_heads, head_dim, mlp_dim, dropout: transformer sizes (paper: 6, 16, 64, 2048, 0.1).
     width: None to run the blocks at the token dim (DINO-WM); otherwise linear in/out projections to
-      this width (e.g. 404 padded to 512, a multiple of 128, for accelerators; section 7).
-    attention_impl: None | 'xla' | 'cudnn' (passed to `jax.nn.dot_product_attention`; 'cudnn' needs
-      dtype bfloat16 on a GPU).
-    dtype: computation dtype (float32 or bfloat16); parameters stay float32, the output is float32.
+      this width.
+    pad_width_to: 0 (off) or a multiple the block width is rounded up to, through the same
+      proj_in/proj_out projections (section 7: 404 -> 512 with 128, a better shape for
+      accelerators). A width already a multiple adds nothing.
+    attention_impl: None | 'xla' | 'cudnn' | 'auto' (see `resolve_attention_impl`; 'cudnn' needs
+      dtype bfloat16 on a GPU and falls back to 'xla' with a warning elsewhere).
+    dtype: computation dtype, float32 or bfloat16. Parameters stay float32, the residual stream
+      between blocks stays float32 (matmuls, LayerNorm outputs and attention run in `dtype`), and
+      the output is float32.
   """
 
   num_frames: int
@@ -77,33 +156,34 @@ class Predictor(nn.Module):
   mlp_dim: int = 2048
   dropout: float = 0.1
   width: int | None = None
+  pad_width_to: int = 0
   attention_impl: str | None = None
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, tokens: jax.Array, deterministic: bool = True) -> jax.Array:
     """tokens: (..., T, N, D), T <= num_frames -> (..., T, N, D); output t predicts frame t+1."""
-    if self.attention_impl not in ATTENTION_IMPLEMENTATIONS:
-      raise ValueError(f'attention_impl={self.attention_impl!r}; choose one of '
-                       f'{ATTENTION_IMPLEMENTATIONS}.')
+    dtype = check_options(self.attention_impl, self.dtype, self.width, self.pad_width_to)
     if tokens.ndim < 3:
       raise ValueError(f'Predictor tokens must be (..., T, N, D); got shape {tokens.shape}.')
     *batch, t, n, d = tokens.shape
     if t > self.num_frames:
       raise ValueError(f'Predictor window has T={t} frames > num_hist={self.num_frames}.')
-    width = d if self.width is None else self.width
-    x = tokens.reshape(-1, t * n, d).astype(self.dtype)
-    if self.width is not None:
-      x = nn.Dense(width, dtype=self.dtype, name='proj_in')(x)
+    impl = resolve_attention_impl(self.attention_impl, dtype, self.head_dim)
+    width = block_width(d, self.width, self.pad_width_to)
+    project = width != d or self.width is not None
+    x = tokens.reshape(-1, t * n, d).astype(jnp.float32)
+    if project:
+      x = nn.Dense(width, dtype=dtype, name='proj_in')(x).astype(jnp.float32)
     # Learned positional embedding over num_hist x N positions; a shorter window uses the first
     # T x N rows (section 2).
     pos = self.param('pos_embedding', nn.initializers.normal(0.02), (self.num_frames * n, width))
-    x = x + pos[:t * n].astype(self.dtype)
+    x = x + pos[:t * n]
     mask = jnp.asarray(frame_causal_mask(t, n))[None, None]  # Frame-causal mask (section 2).
     for i in range(self.depth):
-      x = _Block(width, self.num_heads, self.head_dim, self.mlp_dim, self.dropout,
-                 self.attention_impl, self.dtype, name=f'block_{i}')(x, mask, deterministic)
-    x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name='norm')(x)
-    if self.width is not None:
-      x = nn.Dense(d, dtype=self.dtype, name='proj_out')(x)
+      x = _Block(width, self.num_heads, self.head_dim, self.mlp_dim, self.dropout, impl, dtype,
+                 name=f'block_{i}')(x, mask, deterministic)
+    x = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name='norm')(x)
+    if project:
+      x = nn.Dense(d, dtype=dtype, name='proj_out')(x)
     return x.astype(jnp.float32).reshape(*batch, t, n, d)

@@ -67,7 +67,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.predictor.mlp_dim = 2048       # Section 2: 2048.
   c.predictor.dropout = 0.1        # Section 2: 0.1.
   c.predictor.width = ml_collections.config_dict.placeholder(int)  # None = token dim (404).
-  c.predictor.attention_impl = ml_collections.config_dict.placeholder(str)  # None|'xla'|'cudnn'.
+  c.predictor.pad_width_to = 0     # 0 = off; else round the block width up to a multiple (128:
+                                   # 404 -> 512 through proj_in/proj_out; section 7).
+  c.predictor.attention_impl = ml_collections.config_dict.placeholder(str)
+                                   # None | 'xla' | 'cudnn' | 'auto' (cudnn on a GPU in bfloat16).
   c.predictor.dtype = 'float32'    # float32 | bfloat16 computation.
   return c
 
@@ -135,10 +138,8 @@ def make_world_model(config: ml_collections.ConfigDict | Mapping[str, Any] | Non
     raise ValueError(f'Encoder {name!r} reads obs["state"]: set state_dim >= 1 (got '
                      f'{c["state_dim"]}).')
   p = dict(c['predictor'])
-  p['dtype'] = jnp.dtype(p['dtype'])
-  if p['attention_impl'] not in predictor_lib.ATTENTION_IMPLEMENTATIONS:
-    raise ValueError(f'predictor.attention_impl={p["attention_impl"]!r}; choose one of '
-                     f'{predictor_lib.ATTENTION_IMPLEMENTATIONS}.')
+  p['dtype'] = predictor_lib.check_options(p['attention_impl'], p['dtype'], p['width'],
+                                           p['pad_width_to'])
   return WorldModel(
       encoder_name=name, image_size=int(c['image_size']), state_dim=int(c['state_dim']),
       proprio_dim=int(c['proprio_dim']), action_dim=int(c['action_dim']),
