@@ -41,8 +41,10 @@ import numpy as np
 
 from experiments import planners as planners_lib
 from wmjax import data as data_lib
+from wmjax import distributed
 from wmjax import envs
 from wmjax import machine as machine_lib
+from wmjax import parallel
 from wmjax.envs import render as render_lib
 from wmjax.planning import mpc
 from wmjax.planning import objectives
@@ -346,16 +348,19 @@ def summary_markdown(r: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------------ run
 def evaluate(config: ml_collections.ConfigDict, workdir: str, checkpoint: str | None = None,
-             progress: bool = True) -> dict[str, Any]:
-  """Runs the evaluation the config describes; writes and returns the results dict."""
-  say = print if progress else (lambda *a, **k: None)
+             progress: bool = True, mesh=None) -> dict[str, Any]:
+  """Runs the evaluation the config describes; writes and returns the results dict.
+
+  The instances are split across `mesh` (default: every device of every process). In a
+  multi-process job every process runs this with the same arguments and gets the results;
+  process 0 writes them.
+  """
+  primary = distributed.is_primary()
+  say = print if progress and primary else (lambda *a, **k: None)
   proto = protocol(config)
   p = config.plan
   n = int(p.num_instances)
-  num_devices = jax.device_count()
-  if n % num_devices:
-    raise ValueError(f'plan.num_instances={n} does not divide across the {num_devices} devices; '
-                     f'use a multiple of {num_devices}.')
+  parallel.check_divisible(n, jax.device_count() if mesh is None else mesh, 'plan.num_instances')
   env = envs.load(config.task)
   model = params = meta = None
   if p.model == 'world_model':
@@ -366,11 +371,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, checkpoint: str | 
 
   say(f'Sampling {n} {config.task} problems (seed {p.seed}) ...')
   init, goal, keys = sample_problems(env, n, int(p.seed))
-  mesh = jax.sharding.Mesh(np.array(jax.devices()), ('data',))
-  batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  init_d, goal_d, keys_d = jax.device_put((init, goal, keys), batch)
-  params_d = jax.device_put(params, replicated)
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  # Every process sampled the same problems; each device keeps its share of them.
+  init_d, goal_d, keys_d = parallel.shard_batch((init, goal, keys), mesh, global_batch=True)
+  params_d = parallel.replicate(params, mesh)
 
   problem_fn = make_problem_fn(config, env, model, stats, proto)
 
@@ -384,14 +388,15 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, checkpoint: str | 
                  f'{proto["model_actions"]} model actions ({proto["env_steps"]} env steps)')
   say(f'Compiling {proto["settings"]}, {p.mode}, {n} instances, budget {budget_text} ...')
   t0 = time.perf_counter()
-  compiled = jax.jit(run).lower(params_d, init_d, goal_d, keys_d).compile()
+  compiled = parallel.shard_map_instances(run, mesh, num_replicated=1).lower(
+      params_d, init_d, goal_d, keys_d).compile()
   compile_s = time.perf_counter() - t0
   say(f'  compiled in {compile_s:.2f} s; running ...')
   t0 = time.perf_counter()
   ep = jax.block_until_ready(compiled(params_d, init_d, goal_d, keys_d))
   run_s = time.perf_counter() - t0
   say(f'  ran in {run_s:.2f} s')
-  ep = jax.device_get(ep)
+  ep = parallel.gather(ep)
   init, goal = np.asarray(init), np.asarray(goal)
 
   distances = np.asarray(jax.jit(jax.vmap(jax.vmap(env.distance, (0, None))))(
@@ -399,7 +404,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, checkpoint: str | 
   success = np.asarray(ep.success, bool)
   k = int(success.sum())
   out_dir = os.path.join(workdir, OUT_DIR, run_name(config))
-  os.makedirs(out_dir, exist_ok=True)
+  if primary:
+    os.makedirs(out_dir, exist_ok=True)
   results = {
       'task': config.task, 'variant': config.variant, 'run_name': run_name(config),
       'protocol': proto,
@@ -434,6 +440,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, checkpoint: str | 
       'machine': machine_lib.machine_info(),
   }
 
+  if not primary:  # Process 0 writes the outputs.
+    return dict(results, out_dir=out_dir)
   say('Writing videos and the distance plot ...')
   paths, planned_label = write_videos(out_dir, config, env, model, params, stats, proto, init,
                                       goal, ep, int(p.num_videos))
@@ -455,9 +463,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, checkpoint: str | 
   return results
 
 
-def main(argv, config_flag, workdir_flag, checkpoint_flag):
+def main(argv, config_flag, workdir_flag, checkpoint_flag, distributed_flags=None):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if distributed_flags is not None:  # Before anything starts a JAX backend.
+    distributed.initialize_from_flags(distributed_flags)
   logging.set_verbosity(logging.WARNING)
   jax.config.update('jax_compilation_cache_dir', os.environ.get(
       'WMJAX_JAX_CACHE', os.path.join(os.path.expanduser('~'), '.cache', 'wmjax', 'jax')))
@@ -467,4 +477,5 @@ def main(argv, config_flag, workdir_flag, checkpoint_flag):
 
 if __name__ == '__main__':
   _flags = define_flags()
-  app.run(lambda argv: main(argv, *_flags))
+  _distributed_flags = distributed.define_flags()
+  app.run(lambda argv: main(argv, *_flags, distributed_flags=_distributed_flags))

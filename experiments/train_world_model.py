@@ -40,6 +40,8 @@ import numpy as np
 import tqdm
 
 from wmjax import data as data_lib
+from wmjax import distributed
+from wmjax import parallel
 from wmjax import training
 from wmjax.envs import render as render_lib
 
@@ -158,8 +160,15 @@ def pretrain_encoder(config, env, train: data_lib.WindowArrays, model_kwargs, pr
   return params, summary
 
 
-def make_functions(model, config, env, optimizer, needs_pixels: bool):
-  """Jitted (train_iteration, eval_batch, rollout_eval) for this run."""
+def make_functions(model, config, env, optimizer, needs_pixels: bool, mesh=None):
+  """Jitted (train_iteration, eval_batch, rollout_eval) for this run.
+
+  With a `mesh` (wmjax.parallel.make_mesh) the functions are data parallel: pass the state and
+  the training arrays through `parallel.replicate`; each step's global batch is sampled from the
+  replicated arrays with the same keys as on one device and split across the devices (pixels are
+  rendered per shard), gradients are all-reduced by the compiler, outputs are replicated.
+  Evaluation batches are split too when their size divides the device count.
+  """
   t = config.train
   num_hist, fs, size = int(config.num_hist), int(config.frameskip), int(config.image_size)
   train_step = training.make_train_step(training.teacher_forcing_loss(model), optimizer)
@@ -170,17 +179,31 @@ def make_functions(model, config, env, optimizer, needs_pixels: bool):
     data_key = jax.random.fold_in(jax.random.fold_in(root, _DATA), state.step)
     drop_key = jax.random.fold_in(jax.random.fold_in(root, _DROPOUT), state.step)
     batch = data_lib.sample_windows(arrays, data_key, int(t.batch_size), num_hist, fs)
+    if mesh is not None:
+      batch = parallel.constrain_batch(batch, mesh)
     if needs_pixels:
       batch = data_lib.add_pixels(env, batch, size)
     return train_step(state, batch, drop_key)
 
   def rollout_eval(params, batch):
+    if mesh is not None:
+      batch = parallel.constrain_batch(batch, mesh)
     return {mode: training.rollout_errors(model, params, batch, mode=mode)
             for mode in ROLLOUT_MODES}
 
-  return (jax.jit(train_iteration, donate_argnums=0),
-          jax.jit(lambda state, batch: eval_step(state, batch, jax.random.key(0))),
-          jax.jit(rollout_eval))
+  def eval_batch(state, batch):
+    if mesh is not None:
+      batch = parallel.constrain_batch(batch, mesh)
+    return eval_step(state, batch, jax.random.key(0))
+
+  if mesh is None:
+    return (jax.jit(train_iteration, donate_argnums=0), jax.jit(eval_batch),
+            jax.jit(rollout_eval))
+  rep = parallel.replicated(mesh)
+  return (jax.jit(train_iteration, in_shardings=(rep, rep, rep), out_shardings=(rep, rep),
+                  donate_argnums=0),
+          jax.jit(eval_batch, out_shardings=rep),
+          jax.jit(rollout_eval, out_shardings=rep))
 
 
 def _render_args(config, env, needs_pixels: bool) -> dict[str, Any]:
@@ -238,13 +261,36 @@ def format_table(evaluation: dict[str, Any]) -> str:
   return '\n'.join(lines)
 
 
+class _NoWriter:
+  """Stands in for MetricWriter on processes other than 0 (one process writes the metrics)."""
+
+  def truncate_after(self, step):
+    del step
+
+  def write(self, *args, **kwargs):
+    del args, kwargs
+
+  def close(self):
+    pass
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       progress: bool = True) -> dict[str, Any]:
-  """Runs (or resumes) training and the final evaluation; returns a summary dict."""
+                       progress: bool = True, mesh=None) -> dict[str, Any]:
+  """Runs (or resumes) training and the final evaluation; returns a summary dict.
+
+  Training is data parallel over `mesh` (default: every device of every process; the global
+  batch `train.batch_size` must divide across them). In a multi-process job every process runs
+  this with the same arguments; process 0 writes the metrics, eval.json and the progress bar,
+  and all take part in the (orbax) checkpoint saves.
+  """
   from wmjax import envs  # pylint: disable=g-import-not-at-top
 
   check_config(config)
   t = config.train
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  parallel.check_divisible(int(t.batch_size), mesh, 'train.batch_size')
+  primary = distributed.is_primary()
+  progress = progress and primary
   env = envs.load(config.task)
   ds, train, val = load_data(config, workdir, env)
   out_dir = os.path.join(workdir, OUT_DIR)
@@ -265,7 +311,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return training.create_train_state(params, optimizer)
 
   ckpt = training.Checkpointer(os.path.join(out_dir), keep=int(t.keep))
-  writer = training.MetricWriter(out_dir)
+  writer = training.MetricWriter(out_dir) if primary else _NoWriter()
   t_start = time.perf_counter()
   resumed_from = ckpt.latest_step()
   pretrain_summary = None
@@ -273,12 +319,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     target = jax.eval_shape(init_state)
     state, stored = ckpt.restore(target, expected_meta=meta)
     pretrain_summary = stored.get('encoder_pretraining')
-    print(f'Resuming from the checkpoint at step {resumed_from} in {ckpt.directory}.')
+    if primary:
+      print(f'Resuming from the checkpoint at step {resumed_from} in {ckpt.directory}.')
     writer.truncate_after(resumed_from)
   else:
     encoder_params = None
     if model.encoder_name == 'conv':
-      print(f'Pretraining the conv encoder ({t.encoder_pretrain_steps} steps) ...')
+      if primary:
+        print(f'Pretraining the conv encoder ({t.encoder_pretrain_steps} steps) ...')
       encoder_params, pretrain_summary = pretrain_encoder(config, env, train, model_kwargs,
                                                           progress)
       writer.write(0, pretrain_summary, split='encoder_pretraining')
@@ -288,7 +336,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     ckpt.save(state, meta)  # The pretrained encoder is kept even if training stops early.
 
   train_iteration, eval_batch, rollout_eval = make_functions(model, config, env, optimizer,
-                                                             needs_pixels)
+                                                             needs_pixels, mesh=mesh)
+  # Data parallel: state and training arrays on every device; keys are replicated by jit.
+  state, train = parallel.replicate((state, train), mesh)
   steps = int(t.steps)
   step = int(jax.device_get(state.step))
   best = ckpt.best_val_loss()
@@ -318,6 +368,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           best = val_loss
           ckpt.save_if_best(state, dict(meta, best_val_loss=best), val_loss)
       if do_ckpt:
+        if jax.process_count() > 1:
+          # Two orbax managers saving one step at once across processes collide on their
+          # barrier names: let the 'best' save finish first.
+          ckpt.wait('best')
         ckpt.save(state, dict(meta, best_val_loss=best), val_loss=val_loss)
   if val is not None and last_val is None:  # Nothing left to train (a finished run restarted).
     last_val = validation_loss(eval_batch, state, val, config, env, needs_pixels)['loss']
@@ -337,9 +391,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     evaluation = final_evaluation(rollout_eval, training.full_params(state), val, config, env,
                                   needs_pixels)
     evaluation.update(step=step, val_loss=last_val, best_val_loss=best)
-    with open(os.path.join(out_dir, EVAL_FILE + '.tmp'), 'w') as f:
-      json.dump(evaluation, f, indent=1)
-    os.replace(os.path.join(out_dir, EVAL_FILE + '.tmp'), os.path.join(out_dir, EVAL_FILE))
+    if primary:
+      with open(os.path.join(out_dir, EVAL_FILE + '.tmp'), 'w') as f:
+        json.dump(evaluation, f, indent=1)
+      os.replace(os.path.join(out_dir, EVAL_FILE + '.tmp'), os.path.join(out_dir, EVAL_FILE))
     summary['evaluation'] = evaluation
     e = evaluation['errors']
     h = evaluation['horizon']
@@ -363,16 +418,21 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f'{k:<18} {v:.4g}' if isinstance(v, float) else f'{k:<18} {v}')
 
 
-def main(argv, config_flag, workdir_flag):
+def main(argv, config_flag, workdir_flag, distributed_flags=None):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if distributed_flags is not None:  # Before anything starts a JAX backend.
+    distributed.initialize_from_flags(distributed_flags)
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save step at INFO.
   jax.config.update('jax_compilation_cache_dir', os.environ.get(
       'WMJAX_JAX_CACHE', os.path.join(os.path.expanduser('~'), '.cache', 'wmjax', 'jax')))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
-  print_summary(train_and_evaluate(config_flag.value, workdir_flag.value))
+  summary = train_and_evaluate(config_flag.value, workdir_flag.value)
+  if distributed.is_primary():
+    print_summary(summary)
 
 
 if __name__ == '__main__':
   _flags = define_flags()
-  app.run(lambda argv: main(argv, *_flags))
+  _distributed_flags = distributed.define_flags()
+  app.run(lambda argv: main(argv, *_flags, distributed_flags=_distributed_flags))
