@@ -44,6 +44,8 @@ import tqdm
 
 from experiments import train_world_model as train_lib
 from wmjax import data as data_lib
+from wmjax import distributed
+from wmjax import parallel
 from wmjax import training
 from wmjax.training import checkpoint as checkpoint_lib
 from wmjax.training import online as online_lib
@@ -187,8 +189,13 @@ def load_pretrained(config, workdir: str, meta: dict[str, Any], target_params):
                   'step': stored.get('step'), 'val_loss': stored.get('val_loss')}
 
 
-def make_train_iteration(config, env, model, optimizer, stats, needs_pixels: bool):
-  """Jitted (init_extra, train_iteration, collect or None) for the configured method."""
+def make_train_iteration(config, env, model, optimizer, stats, needs_pixels: bool, mesh):
+  """Jitted (init_extra, train_iteration, collect or None) for the configured method.
+
+  Data parallel over `mesh` as in training (experiments/train_world_model.py): state and arrays
+  replicated, each global batch sampled with the same keys as on one device and split across the
+  devices before its pixels are rendered.
+  """
   f = config.finetune
   num_hist, fs, size = int(config.num_hist), int(config.frameskip), int(config.image_size)
   keys = lambda root, stream, step: jax.random.fold_in(jax.random.fold_in(root, stream), step)
@@ -197,7 +204,12 @@ def make_train_iteration(config, env, model, optimizer, stats, needs_pixels: boo
     return data_lib.sample_windows(arrays, key, batch_size, num_hist, fs)
 
   def render(batch):
+    batch = parallel.constrain_batch(batch, mesh)
     return data_lib.add_pixels(env, batch, size) if needs_pixels else batch
+
+  rep = parallel.replicated(mesh)
+  jit_step = lambda fn: jax.jit(fn, in_shardings=(rep, rep, rep), out_shardings=(rep, rep),
+                                donate_argnums=0)
 
   if f.method == 'adversarial':
     awm = adversarial_config(config)
@@ -214,7 +226,7 @@ def make_train_iteration(config, env, model, optimizer, stats, needs_pixels: boo
       batch = render(offline_batch(arrays, keys(root, _DATA, state.step), int(f.batch_size)))
       return step_fn(state, batch, keys(root, _DROPOUT, state.step))
 
-    return jax.jit(init_extra), jax.jit(train_iteration, donate_argnums=0), None
+    return jax.jit(init_extra, out_shardings=rep), jit_step(train_iteration), None
 
   o = f.online
   num_offline, num_online = online_split(config)
@@ -246,17 +258,25 @@ def make_train_iteration(config, env, model, optimizer, stats, needs_pixels: boo
         online_lib.sample(state.extra['buffer'], key_on, num_online))
     return step_fn(state, render(batch), keys(root, _DROPOUT, state.step))
 
-  return (jax.jit(init_extra), jax.jit(train_iteration, donate_argnums=0),
-          jax.jit(collect, donate_argnums=0))
+  return jax.jit(init_extra, out_shardings=rep), jit_step(train_iteration), jit_step(collect)
 
 
-def finetune(config: ml_collections.ConfigDict, workdir: str,
-             progress: bool = True) -> dict[str, Any]:
-  """Runs (or resumes) finetuning and the final evaluation; returns a summary dict."""
+def finetune(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
+             mesh=None) -> dict[str, Any]:
+  """Runs (or resumes) finetuning and the final evaluation; returns a summary dict.
+
+  Data parallel over `mesh` (default: every device of every process; `finetune.batch_size` must
+  divide across them); in a multi-process job process 0 writes metrics and eval.json.
+  """
   from wmjax import envs  # pylint: disable=g-import-not-at-top
 
   check_config(config)
   f = config.finetune
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  parallel.check_divisible(int(f.batch_size), mesh, 'finetune.batch_size')
+  primary = distributed.is_primary()
+  progress = progress and primary
+  say = print if primary else (lambda *a, **k: None)
   env = envs.load(config.task)
   ds, train, val = train_lib.load_data(config, workdir, env)
   stats = data_lib.stats_from_meta(ds.meta)
@@ -271,7 +291,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
   meta = training.make_meta(config, model_kwargs=model_kwargs,
                             dataset_fingerprint=ds.meta['arrays_sha256'][:16])
   init_extra, train_iteration, collect = make_train_iteration(
-      config, env, model, optimizer, stats, needs_pixels)
+      config, env, model, optimizer, stats, needs_pixels, mesh)
   obs = {k: jax.ShapeDtypeStruct(s.shape, s.dtype) for k, s in model.obs_spec.items()}
   target_params = jax.eval_shape(lambda: model.init(jax.random.key(0), obs))
 
@@ -280,23 +300,24 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
                                        extra=init_extra(params, train, root))
 
   ckpt = training.Checkpointer(directory, keep=int(config.train.keep))
-  writer = training.MetricWriter(directory)
+  writer = training.MetricWriter(directory) if primary else train_lib.NullWriter()
   t_start = time.perf_counter()
   resumed_from = ckpt.latest_step()
   if resumed_from is not None:
     state, stored = ckpt.restore(jax.eval_shape(make_state, target_params), expected_meta=meta)
     base_info = stored.get('pretrained')
-    print(f'Resuming {f.method} finetuning from step {resumed_from} in {ckpt.directory}.')
+    say(f'Resuming {f.method} finetuning from step {resumed_from} in {ckpt.directory}.')
     writer.truncate_after(resumed_from)
   else:
     params, base_info = load_pretrained(config, workdir, meta, target_params)
     state = make_state(params)
-    print(f'Finetuning ({f.method}) the world model at {base_info["path"]} '
+    say(f'Finetuning ({f.method}) the world model at {base_info["path"]} '
           f'({base_info["which"]}, step {base_info["step"]}).')
   meta.update(pretrained=base_info, finetune_method=f.method)
 
   _, eval_batch, rollout_eval = train_lib.make_functions(model, config, env, optimizer,
-                                                         needs_pixels)
+                                                         needs_pixels, mesh=mesh)
+  state, train = parallel.replicate((state, train), mesh)
   steps = int(f.steps)
   step = int(jax.device_get(state.step))
   first_step = step
@@ -332,6 +353,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
           best = val_loss
           ckpt.save_if_best(state, dict(meta, best_val_loss=best), val_loss)
       if step % int(f.checkpoint_every) == 0 or step == steps:
+        if jax.process_count() > 1:
+          ckpt.wait('best')  # See experiments/train_world_model.py.
         ckpt.save(state, dict(meta, best_val_loss=best), val_loss=val_loss)
   if val is not None and last_val is None:
     last_val = train_lib.validation_loss(eval_batch, state, val, config, env, needs_pixels)['loss']
@@ -349,9 +372,10 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
                                             config, env, needs_pixels)
     evaluation.update(step=step, val_loss=last_val, best_val_loss=best, method=f.method)
     tmp = os.path.join(directory, train_lib.EVAL_FILE + '.tmp')
-    with open(tmp, 'w') as fp:
-      json.dump(evaluation, fp, indent=1)
-    os.replace(tmp, os.path.join(directory, train_lib.EVAL_FILE))
+    if primary:
+      with open(tmp, 'w') as fp:
+        json.dump(evaluation, fp, indent=1)
+      os.replace(tmp, os.path.join(directory, train_lib.EVAL_FILE))
     summary['evaluation'] = evaluation
   writer.close()
   ckpt.close()
@@ -368,16 +392,21 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f'{k:<18} {v:.4g}' if isinstance(v, float) else f'{k:<18} {v}')
 
 
-def main(argv, config_flag, workdir_flag):
+def main(argv, config_flag, workdir_flag, distributed_flags=None):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if distributed_flags is not None:  # Before anything starts a JAX backend.
+    distributed.initialize_from_flags(distributed_flags)
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save step at INFO.
   jax.config.update('jax_compilation_cache_dir', os.environ.get(
       'WMJAX_JAX_CACHE', os.path.join(os.path.expanduser('~'), '.cache', 'wmjax', 'jax')))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
-  print_summary(finetune(config_flag.value, workdir_flag.value))
+  summary = finetune(config_flag.value, workdir_flag.value)
+  if distributed.is_primary():
+    print_summary(summary)
 
 
 if __name__ == '__main__':
   _flags = define_flags()
-  app.run(lambda argv: main(argv, *_flags))
+  _distributed_flags = distributed.define_flags()
+  app.run(lambda argv: main(argv, *_flags, distributed_flags=_distributed_flags))

@@ -261,7 +261,7 @@ def format_table(evaluation: dict[str, Any]) -> str:
   return '\n'.join(lines)
 
 
-class _NoWriter:
+class NullWriter:
   """Stands in for MetricWriter on processes other than 0 (one process writes the metrics)."""
 
   def truncate_after(self, step):
@@ -311,7 +311,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return training.create_train_state(params, optimizer)
 
   ckpt = training.Checkpointer(os.path.join(out_dir), keep=int(t.keep))
-  writer = training.MetricWriter(out_dir) if primary else _NoWriter()
+  writer = training.MetricWriter(out_dir) if primary else NullWriter()
   t_start = time.perf_counter()
   resumed_from = ckpt.latest_step()
   pretrain_summary = None

@@ -144,6 +144,12 @@ def test_plan_binary_on_eight_devices_matches_one(sharded):
   assert sharded['plan_distance_rel'] < RTOL
 
 
+@pytest.mark.parametrize('method', ['adversarial', 'online'])
+def test_finetune_steps_on_eight_devices_match_one(sharded, method):
+  assert sharded[f'finetune_{method}_params_rel'] < RTOL
+  assert sharded[f'finetune_{method}_extra_rel'] < RTOL
+
+
 # ------------------------------------------------------------------------- two processes
 def test_two_process_job_trains_and_agrees():
   port = free_port()

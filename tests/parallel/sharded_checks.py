@@ -6,7 +6,8 @@ environment (set before jax is imported). Checks:
   binary: experiments/train_world_model.py's functions with a mesh vs without (3 sampled steps,
     validation loss, open-loop evaluation);
   evaluate: `parallel.sharded_evaluate` vs `mpc.evaluate` on one device (Adam MPC, CEM open loop);
-  plan: experiments/plan.py's `evaluate` on the 8-device mesh vs a 1-device mesh (simulator).
+  plan: experiments/plan.py's `evaluate` on the 8-device mesh vs a 1-device mesh (simulator);
+  finetune: experiments/finetune.py's AWM and OWM steps on the 8-device mesh vs a 1-device mesh.
 """
 
 import json
@@ -22,6 +23,8 @@ import common  # pylint: disable=g-import-not-at-top
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 
+from experiments import finetune as finetune_lib
+from experiments.configs import wall
 from experiments import planners
 from experiments import plan as plan_lib
 from experiments import train_world_model as twm
@@ -108,7 +111,6 @@ def evaluate_check(out, mesh, setup):
 
 def plan_check(out, mesh, setup):
   del setup  # Unused: the simulator plans.
-  from experiments.configs import wall  # pylint: disable=g-import-not-at-top
   c = wall.get_config('test')
   c.plan.update(planner='cem', mode='open_loop', model='simulator', num_instances=8, num_videos=0)
   runs = {}
@@ -123,14 +125,42 @@ def plan_check(out, mesh, setup):
                                                  [a[1:] for a in runs['one']])
 
 
+def finetune_check(out, mesh, setup):
+  config, env, model, _, state0 = setup
+  arrays = common.random_arrays(0)
+  root = jax.random.key(int(config.seed))
+  for method in finetune_lib.METHODS:
+    c = wall.get_config('test')
+    c.finetune.method = method
+    optimizer = training.make_optimizer(finetune_lib.finetune_train_config(c))
+    results = {}
+    for name, m in (('one', parallel.make_mesh(jax.devices()[:1])), ('mesh', mesh)):
+      init_extra, step, collect = finetune_lib.make_train_iteration(
+          c, env, model, optimizer, arrays.stats, False, m)
+      params = training.full_params(state0)
+      state = training.create_train_state(params, optimizer,
+                                          extra=init_extra(params, arrays, root))
+      state, train = parallel.replicate((state, arrays), m)
+      for _ in range(STEPS):
+        if collect is not None:
+          state, _ = collect(state, train, root)
+        state, _ = step(state, train, root)
+      results[name] = jax.device_get((state.params, state.extra))
+    out[f'finetune_{method}_params_rel'] = common.max_rel_diff(results['mesh'][0],
+                                                              results['one'][0])
+    out[f'finetune_{method}_extra_rel'] = common.max_rel_diff(results['mesh'][1],
+                                                             results['one'][1])
+
+
 def main():
   common.use_test_cache()
   out = {'device_count': jax.device_count()}
   mesh = parallel.make_mesh()
   setup = common.tiny_setup()
-  checks = sys.argv[1:] or ['train_step', 'binary', 'evaluate', 'plan']
+  checks = sys.argv[1:] or ['train_step', 'binary', 'evaluate', 'plan', 'finetune']
   for name, check in (('train_step', train_step_check), ('binary', binary_check),
-                      ('evaluate', evaluate_check), ('plan', plan_check)):
+                      ('evaluate', evaluate_check), ('plan', plan_check),
+                      ('finetune', finetune_check)):
     if name in checks:
       t0 = time.perf_counter()
       check(out, mesh, setup)
