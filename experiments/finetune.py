@@ -353,8 +353,6 @@ def finetune(config: ml_collections.ConfigDict, workdir: str, progress: bool = T
           best = val_loss
           ckpt.save_if_best(state, dict(meta, best_val_loss=best), val_loss)
       if step % int(f.checkpoint_every) == 0 or step == steps:
-        if jax.process_count() > 1:
-          ckpt.wait('best')  # See experiments/train_world_model.py.
         ckpt.save(state, dict(meta, best_val_loss=best), val_loss=val_loss)
   if val is not None and last_val is None:
     last_val = train_lib.validation_loss(eval_batch, state, val, config, env, needs_pixels)['loss']

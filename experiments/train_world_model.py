@@ -368,10 +368,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           best = val_loss
           ckpt.save_if_best(state, dict(meta, best_val_loss=best), val_loss)
       if do_ckpt:
-        if jax.process_count() > 1:
-          # Two orbax managers saving one step at once across processes collide on their
-          # barrier names: let the 'best' save finish first.
-          ckpt.wait('best')
         ckpt.save(state, dict(meta, best_val_loss=best), val_loss=val_loss)
   if val is not None and last_val is None:  # Nothing left to train (a finished run restarted).
     last_val = validation_loss(eval_batch, state, val, config, env, needs_pixels)['loss']

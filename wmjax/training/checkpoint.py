@@ -167,9 +167,13 @@ class Checkpointer:
     self.directory = os.path.abspath(directory)
 
     def manager(sub, max_to_keep):
+      # Each manager syncs processes under its own barrier names: 'latest' and 'best' may save
+      # the same step at once in a multi-process job.
       options = ocp.CheckpointManagerOptions(
           max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
-          enable_async_checkpointing=async_save)
+          enable_async_checkpointing=async_save,
+          multiprocessing_options=ocp.options.MultiprocessingOptions(
+              barrier_sync_key_prefix=sub))
       return ocp.CheckpointManager(os.path.join(self.directory, sub), options=options)
 
     self._managers = {'latest': manager(LATEST_DIR, keep), 'best': manager(BEST_DIR, 1)}
