@@ -9,6 +9,8 @@ For the base model (`<workdir>/world_model`) and every finetuned one found
 - own plans: one plan per evaluation problem (the configured planner, open loop, from the same
   problems and seeds as experiments/plan.py) made with this model, executed in the simulator from
   the true start; the model then predicts the executed frames from the start frame and the plan;
+- own plans, clipped: the same trajectories, with the model fed the actions the simulator
+  executed (clipped into the valid range) instead of the planned ones;
 - base plans: the same, on the trajectories the base model's plans induced (one fixed set of
   trajectories for every model).
 Errors are latent MSEs over visual + proprio channels (the training loss) for the one-frame
@@ -105,6 +107,7 @@ def diagnose(config: ml_collections.ConfigDict, workdir: str,
   n = int(config.plan.num_instances)
   init, goal, keys = plan_lib.sample_problems(env, n, int(config.plan.seed))
   planner = plan_lib.build_planner(config, env, stats, proto)
+  low, high = mpc.action_bounds(env, normalizer, fs)
   models = find_models(workdir)
   # Offline windows are cut from held-out trajectories, which may be shorter than a plan.
   offline_horizon = min(horizon, int(val.actions.shape[1]) // fs)
@@ -144,12 +147,16 @@ def diagnose(config: ml_collections.ConfigDict, workdir: str,
         **({'env': env, 'image_size': size} if needs_pixels else {})))
     plans = jax.jit(lambda p, model=model: make_plans(model, p))(params)
     own_batch = jax.jit(induced_batch)(plans)
+    # The same trajectories, with the actions the simulator executed (clipped into the valid
+    # range): separates unseen actions from unseen states (PAPER.md section 9).
+    clipped_batch = dict(own_batch, actions=jnp.clip(plans, low, high))
     if base_batch is None:
       base_batch = own_batch
     entry = {
         'checkpoint': {'path': meta['checkpoint_path'], 'step': meta.get('step')},
         'offline': offline,
         'own_plans': _errors(rollout_eval, params, own_batch),
+        'own_plans_clipped': _errors(rollout_eval, params, clipped_batch),
         'base_plans': _errors(rollout_eval, params, base_batch),
         'own_plans_goal_distance': float(np.mean(jax.device_get(jax.vmap(env.distance)(
             own_batch['state'][:, -1], goal)))),
@@ -193,7 +200,7 @@ def markdown(r: dict[str, Any]) -> str:
   """The results as a markdown table (k = 1 and the longest offline horizon)."""
   h = r['offline_horizon']
   head = ['model']
-  for what in ('offline', 'own plans', 'base plans'):
+  for what in ('offline', 'own plans', 'own plans, clipped actions', 'base plans'):
     head += [f'{what} k=1', f'{what} k={h}']
   head += ['own / offline (k=1)', 'own plans: actions out of range']
   lines = [
@@ -206,7 +213,7 @@ def markdown(r: dict[str, Any]) -> str:
       '| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for name, e in r['models'].items():
     cells = []
-    for what in ('offline', 'own_plans', 'base_plans'):
+    for what in ('offline', 'own_plans', 'own_plans_clipped', 'base_plans'):
       for k in (1, h):
         cells.append(f'{_loss(e[what], "markov", k):.3g} '
                      f'({_loss(e[what], "markov", k, "no_change"):.3g})')

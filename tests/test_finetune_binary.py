@@ -169,7 +169,7 @@ def test_diagnostic_compares_every_model(tmp_path, base_dir):
   r = diagnose_gap.diagnose(wall.get_config('test'), workdir, progress=False)
   assert list(r['models']) == ['base', 'adversarial', 'online']
   for entry in r['models'].values():
-    for what in ('offline', 'own_plans', 'base_plans'):
+    for what in ('offline', 'own_plans', 'own_plans_clipped', 'base_plans'):
       for mode in diagnose_gap.ROLLOUTS:
         losses = entry[what][mode]['model']['loss']
         assert np.all(np.isfinite(losses)) and len(losses) >= 1
