@@ -30,7 +30,6 @@ if _ROOT not in sys.path:
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -39,6 +38,7 @@ import numpy as np
 
 from experiments import finetune as finetune_lib
 from experiments import plan as plan_lib
+from experiments import runtime
 from experiments import train_world_model as train_lib
 from wmjax import data as data_lib
 from wmjax import envs
@@ -225,12 +225,7 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def main(argv, config_flag, workdir_flag):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.set_verbosity(logging.WARNING)
-  jax.config.update('jax_compilation_cache_dir', os.environ.get(
-      'WMJAX_JAX_CACHE', os.path.join(os.path.expanduser('~'), '.cache', 'wmjax', 'jax')))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  runtime.start(argv)
   r = diagnose(config_flag.value, workdir_flag.value)
   print(markdown(r))
   print(f'Results in {r["out_dir"]}')

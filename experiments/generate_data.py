@@ -28,6 +28,7 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
+from experiments import runtime
 from wmjax import data as data_lib
 from wmjax.data import dataset as dataset_lib
 
@@ -188,11 +189,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def main(argv, config_flag, workdir_flag, overwrite_flag):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  jax.config.update('jax_compilation_cache_dir', os.environ.get(
-      'WMJAX_JAX_CACHE', os.path.join(os.path.expanduser('~'), '.cache', 'wmjax', 'jax')))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  runtime.start(argv)
   try:
     summary = generate(config_flag.value, workdir_flag.value, overwrite=overwrite_flag.value)
   except FileExistsError as e:

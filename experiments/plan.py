@@ -32,7 +32,6 @@ if _ROOT not in sys.path:
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -40,6 +39,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from experiments import planners as planners_lib
+from experiments import runtime
 from wmjax import data as data_lib
 from wmjax import distributed
 from wmjax import envs
@@ -464,14 +464,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, checkpoint: str | 
 
 
 def main(argv, config_flag, workdir_flag, checkpoint_flag, distributed_flags=None):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if distributed_flags is not None:  # Before anything starts a JAX backend.
-    distributed.initialize_from_flags(distributed_flags)
-  logging.set_verbosity(logging.WARNING)
-  jax.config.update('jax_compilation_cache_dir', os.environ.get(
-      'WMJAX_JAX_CACHE', os.path.join(os.path.expanduser('~'), '.cache', 'wmjax', 'jax')))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  runtime.start(argv, distributed_flags)
   evaluate(config_flag.value, workdir_flag.value, checkpoint_flag.value)
 
 

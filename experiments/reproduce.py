@@ -29,8 +29,6 @@ if _ROOT not in sys.path:
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-from absl import logging
-import jax
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
@@ -39,6 +37,7 @@ from experiments import diagnose_gap
 from experiments import finetune as finetune_lib
 from experiments import generate_data
 from experiments import plan as plan_lib
+from experiments import runtime
 from experiments import train_world_model as train_lib
 from wmjax import data as data_lib
 from wmjax import envs
@@ -358,12 +357,7 @@ def reproduce(rc: ml_collections.ConfigDict, workdir: str, say=print) -> dict[st
 
 
 def main(argv, config_flag, workdir_flag):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.set_verbosity(logging.WARNING)
-  jax.config.update('jax_compilation_cache_dir', os.environ.get(
-      'WMJAX_JAX_CACHE', os.path.join(os.path.expanduser('~'), '.cache', 'wmjax', 'jax')))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  runtime.start(argv)
   results = reproduce(config_flag.value, workdir_flag.value)
   print(markdown(results))
   print(f'Results in {os.path.join(workdir_flag.value, "results.md")}')

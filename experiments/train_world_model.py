@@ -31,7 +31,6 @@ if _ROOT not in sys.path:
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -39,6 +38,7 @@ from ml_collections import config_flags
 import numpy as np
 import tqdm
 
+from experiments import runtime
 from wmjax import data as data_lib
 from wmjax import distributed
 from wmjax import parallel
@@ -415,14 +415,7 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 def main(argv, config_flag, workdir_flag, distributed_flags=None):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if distributed_flags is not None:  # Before anything starts a JAX backend.
-    distributed.initialize_from_flags(distributed_flags)
-  logging.set_verbosity(logging.WARNING)  # Orbax logs every save step at INFO.
-  jax.config.update('jax_compilation_cache_dir', os.environ.get(
-      'WMJAX_JAX_CACHE', os.path.join(os.path.expanduser('~'), '.cache', 'wmjax', 'jax')))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  runtime.start(argv, distributed_flags)
   summary = train_and_evaluate(config_flag.value, workdir_flag.value)
   if distributed.is_primary():
     print_summary(summary)
