@@ -5,7 +5,10 @@ Subpackages (import them directly; importing `wmjax` builds nothing):
   wmjax.data      offline datasets, behaviour policies, training windows
   wmjax.models    frozen encoders, frame-causal ViT predictor, WorldModel
   wmjax.planning  gradient planners, CEM, MPPI, GradCEM, objectives, MPC
-  wmjax.training  losses, train-step factory, optimizer, checkpoints
+  wmjax.training  losses, train-step factory, optimizer, checkpoints, AWM (adversarial),
+                  OWM (online windows, replay buffer)
+  wmjax.parallel  device mesh, data-parallel steps, sharded evaluation
+  wmjax.distributed  multi-process (multi-host) start-up
 """
 
-__all__ = ['data', 'envs', 'models', 'planning', 'training']
+__all__ = ['data', 'distributed', 'envs', 'models', 'parallel', 'planning', 'training']
