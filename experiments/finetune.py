@@ -312,7 +312,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str, progress: bool = T
     params, base_info = load_pretrained(config, workdir, meta, target_params)
     state = make_state(params)
     say(f'Finetuning ({f.method}) the world model at {base_info["path"]} '
-          f'({base_info["which"]}, step {base_info["step"]}).')
+        f'({base_info["which"]}, step {base_info["step"]}).')
   meta.update(pretrained=base_info, finetune_method=f.method)
 
   _, eval_batch, rollout_eval = train_lib.make_functions(model, config, env, optimizer,
