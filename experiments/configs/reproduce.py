@@ -3,7 +3,8 @@
 Scales:
   test   seconds; the CI smoke run (task `test` configs, tiny grid).
   quick  one task (wall) at reduced `cpu` sizes, about 15 minutes on 2 CPU cores: the README's
-         main command.
+         main command (base, AWM and OWM models; Adam and CEM under MPC, the simulator ceiling
+         and a half-budget sweep point; 20 problems).
   cpu    the three tasks at their `cpu` configs, the full grid (PAPER.md section 6 plus MPPI,
          GradCEM, the true-dynamics ceiling, bounded Adam and a budget sweep).
   paper  the three tasks at their `paper` configs (a GPU; DINOv2 weights from a local file).
@@ -62,7 +63,7 @@ def get_config(scale: str = 'cpu') -> ml_collections.ConfigDict:
     c.sweep_models = ('base',)
     c.sweep_factors = (0.5,)
   if scale == 'quick':
-    c.models = ('base', 'adversarial')
+    c.models = ('base', 'adversarial', 'online')
     c.planners = ('adam', 'cem')
     c.modes = ('mpc',)
     c.baselines = ()
