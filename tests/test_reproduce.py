@@ -65,7 +65,7 @@ def test_row_config_scales_budgets():
     ('sweep_factors', (0.0,), 'sweep_factors must be > 0'),
 ])
 def test_bad_reproduce_config(field, value, match):
-  rc = reproduce_config.get_config('quick')
+  rc = reproduce_config.get_config('test')  # Models: base and adversarial.
   rc[field] = value
   with pytest.raises(ValueError, match=match):
     reproduce.check_config(rc)
