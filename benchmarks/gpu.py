@@ -160,14 +160,6 @@ def unit_flops(fn: Callable, *args) -> float | None:
   return f if f is not None else xla_flops(lowered.compile())
 
 
-def machine_lines(info: dict[str, Any]) -> list[str]:
-  return [f'machine: {info["platform"]}, python {info["python"]}, cpu {info["cpu"]} '
-          f'({info["cpu_count"]} logical cores)',
-          f'jax {info["jax"]}, backend {info["backend"]}, {info["device_count"]} x '
-          f'{info["device_kind"]}, jax_default_matmul_precision: '
-          f'{info["jax_default_matmul_precision"]}']
-
-
 def _define_flags() -> types.SimpleNamespace:
   """The command-line flags (defined only when run as a script, so that importing this module
   next to other benchmarks defines no duplicate flag)."""
@@ -397,7 +389,7 @@ def run(sizes: str = 'paper', dtype: str = 'float32', attention: str = 'auto',
   if repeats < 1:
     raise ValueError(f'repeats must be >= 1; got {repeats}.')
   info = machine_lib.machine_info()
-  for line in machine_lines(info):
+  for line in machine_lib.describe(info):
     print(line)
   config, model, params = build(sizes, dtype, attention, pad_width_to)
   s, p = model.latent_spec, model.predictor

@@ -65,15 +65,6 @@ _CACHE_DIR = flags.DEFINE_string(
 HORIZON = 5
 
 
-def machine_lines() -> list[str]:
-  from experiments import plan  # pylint: disable=g-import-not-at-top
-  m = machine_lib.machine_info()
-  return [f'machine: {m["platform"]}, python {m["python"]}, cpu {m["cpu"]} '
-          f'({m["cpu_count"]} logical cores)',
-          f'jax {m["jax"]}, backend {m["backend"]}, {m["device_count"]} x {m["device_kind"]}, '
-          f'jax_default_matmul_precision: {m["jax_default_matmul_precision"]}']
-
-
 def scaled_settings(name: str, scale: float, cem_iterations: int) -> dict[str, Any]:
   """The paper's settings of `name` (experiments/configs/common.py, paper variant), scaled."""
   s = common_config.plan_config('paper')[name].to_dict()
@@ -213,7 +204,7 @@ def run(task: str, variant: str, checkpoint: str | None, names: list[str], batch
   env = envs.load(task)
   model, params, description = load_model(task, variant, checkpoint, env)
   stats = nominal_stats(env)
-  for line in machine_lines():
+  for line in machine_lib.describe():
     print(line)
   print(f'world model: {description}')
   print(f'budgets: the paper\'s x {scale:g} (CEM/GradCEM {cem_iterations} iterations); '

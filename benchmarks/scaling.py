@@ -78,14 +78,6 @@ _CACHE_DIR = flags.DEFINE_string('compilation_cache_dir', None,
 HORIZON = 5
 
 
-def machine_lines() -> list[str]:
-  m = machine_lib.machine_info()
-  return [f'machine: {m["platform"]}, python {m["python"]}, cpu {m["cpu"]} '
-          f'({m["cpu_count"]} logical cores)',
-          f'jax {m["jax"]}, backend {m["backend"]}, {m["device_count"]} x {m["device_kind"]}, '
-          f'jax_default_matmul_precision: {m["jax_default_matmul_precision"]}']
-
-
 def device_counts(available: int, most: int) -> list[int]:
   """1, 2, 4, ... up to min(available, most)."""
   top = min(available, most)
@@ -221,7 +213,7 @@ def main(argv):
     kw = dict(variant=_VARIANT.value, batch_size=_BATCH.value, steps=_STEPS.value,
               instances=_INSTANCES.value, planner_steps=_PLANNER_STEPS.value,
               budget=_BUDGET.value)
-  for line in machine_lines():
+  for line in machine_lib.describe():
     print(line)
   if jax.default_backend() == 'cpu' and jax.device_count() > 1:
     print(f'{jax.device_count()} forced CPU devices share {os.cpu_count()} cores: the ratios '

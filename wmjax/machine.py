@@ -23,3 +23,12 @@ def machine_info() -> dict[str, Any]:
       'device_kind': devices[0].device_kind, 'device_count': len(devices),
       'jax_default_matmul_precision': str(jax.config.jax_default_matmul_precision),
   }
+
+
+def describe(info: dict[str, Any] | None = None) -> list[str]:
+  """Two printable lines of `machine_info()` (or of a stored `info`) for benchmark output."""
+  m = machine_info() if info is None else info
+  return [f'machine: {m["platform"]}, python {m["python"]}, cpu {m["cpu"]} '
+          f'({m["cpu_count"]} logical cores)',
+          f'jax {m["jax"]}, backend {m["backend"]}, {m["device_count"]} x {m["device_kind"]}, '
+          f'jax_default_matmul_precision: {m["jax_default_matmul_precision"]}']
