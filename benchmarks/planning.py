@@ -29,12 +29,12 @@ if _ROOT not in sys.path:
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from experiments import planners as planners_lib
+from experiments import runtime
 from experiments.configs import common as common_config
 from wmjax import envs
 from wmjax import machine as machine_lib
@@ -228,12 +228,7 @@ def run(task: str, variant: str, checkpoint: str | None, names: list[str], batch
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.set_verbosity(logging.WARNING)
-  if _CACHE_DIR.value:
-    jax.config.update('jax_compilation_cache_dir', _CACHE_DIR.value)
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  runtime.start(argv, cache=bool(_CACHE_DIR.value), cache_dir=_CACHE_DIR.value)
   if _QUICK.value:
     names = _PLANNERS.value if flags.FLAGS['planners'].present else ['adam', 'cem']
     run(_TASK.value, 'test', _CHECKPOINT.value, names, [2], scale=0.02, cem_iterations=2,

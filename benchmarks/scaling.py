@@ -46,13 +46,13 @@ from typing import Any
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from experiments import planners as planners_lib
 from experiments.configs import wall
+from experiments import runtime
 from wmjax import data as data_lib
 from wmjax import envs
 from wmjax import machine as machine_lib
@@ -201,12 +201,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.set_verbosity(logging.WARNING)
-  if _CACHE_DIR.value:
-    jax.config.update('jax_compilation_cache_dir', _CACHE_DIR.value)
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  runtime.start(argv, cache=bool(_CACHE_DIR.value), cache_dir=_CACHE_DIR.value)
   if _QUICK.value:
     kw = dict(variant='test', batch_size=8, steps=2, instances=8, planner_steps=2, budget=1)
   else:

@@ -381,20 +381,15 @@ def finetune(config: ml_collections.ConfigDict, workdir: str, progress: bool = T
   return summary
 
 
-def print_summary(summary: dict[str, Any]) -> None:
-  if 'evaluation' in summary:
-    print(train_lib.format_table(summary['evaluation']))
-  for k in ('task', 'variant', 'method', 'steps', 'resumed_from', 'steps_per_second',
-            'final_val_loss', 'best_val_loss', 'finetune_seconds', 'checkpoint_dir'):
-    v = summary.get(k)
-    print(f'{k:<18} {v:.4g}' if isinstance(v, float) else f'{k:<18} {v}')
+SUMMARY_KEYS = ('task', 'variant', 'method', 'steps', 'resumed_from', 'steps_per_second',
+                'final_val_loss', 'best_val_loss', 'finetune_seconds', 'checkpoint_dir')
 
 
 def main(argv, config_flag, workdir_flag, distributed_flags=None):
   runtime.start(argv, distributed_flags)
   summary = finetune(config_flag.value, workdir_flag.value)
   if distributed.is_primary():
-    print_summary(summary)
+    train_lib.print_summary(summary, SUMMARY_KEYS)
 
 
 if __name__ == '__main__':

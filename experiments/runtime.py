@@ -13,14 +13,17 @@ from wmjax import distributed
 CACHE_DIR = os.path.join(os.path.expanduser('~'), '.cache', 'wmjax', 'jax')
 
 
-def start(argv: Sequence[str], distributed_flags: Any = None) -> None:
+def start(argv: Sequence[str], distributed_flags: Any = None, *, cache: bool = True,
+          cache_dir: str | None = None) -> None:
   """Rejects stray arguments, joins a multi-process job when its flags are given (before any JAX
-  backend starts), quiets orbax's per-save INFO logs and enables the persistent compilation cache
-  (`$WMJAX_JAX_CACHE`, default ~/.cache/wmjax/jax)."""
+  backend starts), quiets orbax's per-save INFO logs and, if `cache`, enables the persistent
+  compilation cache (`cache_dir`, else `$WMJAX_JAX_CACHE`, else ~/.cache/wmjax/jax)."""
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if distributed_flags is not None:
     distributed.initialize_from_flags(distributed_flags)
   logging.set_verbosity(logging.WARNING)
-  jax.config.update('jax_compilation_cache_dir', os.environ.get('WMJAX_JAX_CACHE', CACHE_DIR))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  if cache:
+    jax.config.update('jax_compilation_cache_dir',
+                      cache_dir or os.environ.get('WMJAX_JAX_CACHE', CACHE_DIR))
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)

@@ -404,12 +404,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   return summary
 
 
-def print_summary(summary: dict[str, Any]) -> None:
+SUMMARY_KEYS = ('task', 'variant', 'encoder', 'num_params', 'steps', 'resumed_from',
+                'steps_per_second', 'final_val_loss', 'best_val_loss', 'best_step',
+                'train_seconds', 'checkpoint_dir')
+
+
+def print_summary(summary: dict[str, Any], keys: tuple[str, ...] = SUMMARY_KEYS) -> None:
+  """The evaluation table (if any), then `keys` of the summary, one per line."""
   if 'evaluation' in summary:
     print(format_table(summary['evaluation']))
-  for k in ('task', 'variant', 'encoder', 'num_params', 'steps', 'resumed_from',
-            'steps_per_second', 'final_val_loss', 'best_val_loss', 'best_step', 'train_seconds',
-            'checkpoint_dir'):
+  for k in keys:
     v = summary.get(k)
     print(f'{k:<18} {v:.4g}' if isinstance(v, float) else f'{k:<18} {v}')
 
