@@ -8,7 +8,10 @@ normalisation statistics (`<workdir>/dataset`), builds the planner named by `pla
 (experiments/planners.py), samples `plan.num_instances` evaluation problems with keys derived from
 `plan.seed`, and runs every episode (MPC or open loop) in ONE jitted, batched call of
 `wmjax.planning.mpc.evaluate`, sharded over the devices. Compilation is timed apart from the run.
-With `plan.model=simulator` the true dynamics replace the world model (same cost, on states).
+With `plan.model=simulator` the true dynamics replace the world model's predictor: the ceiling a
+perfect model could reach. `plan.simulator_cost=latent` (default) scores the simulated states with
+the world model's own cost (its encoder on the rendered frames; the checkpoint is loaded for it);
+`state` scores z-scored state vectors and needs no world model.
 
 Writes `<workdir>/plan/<run_name>/`:
   results.json   per-instance success, distances, replans to success; timings, budget, seeds,
@@ -54,6 +57,7 @@ DATASET_DIR = 'dataset'
 WORLD_MODEL_DIR = 'world_model'
 MODELS = ('world_model', 'simulator')
 MODES = ('mpc', 'open_loop')
+SIMULATOR_COSTS = ('latent', 'state')
 CHECKPOINTS = ('best', 'latest')
 # Simulator settings under which `jax.grad` goes through the task's solver (STACK.md: MJX
 # needs one solver iteration); used for the cost of gradient planners with plan.model=simulator.
@@ -86,6 +90,7 @@ def protocol(config: ml_collections.ConfigDict) -> dict[str, Any]:
   num_replans = 1 if open_loop else int(p.budget) // execute
   return {
       'planner': name, 'model': p.model, 'mode': p.mode, 'open_loop': open_loop,
+      'simulator_cost': p.simulator_cost if p.model == 'simulator' else None,
       'objective': proto.objective, 'rollout': proto.rollout, 'alpha': float(p.alpha),
       'objective_base': float(p.objective_base), 'bounded': bool(p.bounded),
       'horizon': horizon, 'execute': execute, 'num_replans': num_replans,
@@ -106,6 +111,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     errors.append(f'plan.model={p.model!r}; choose one of {MODELS}')
   if p.mode not in MODES:
     errors.append(f'plan.mode={p.mode!r}; choose one of {MODES}')
+  if p.simulator_cost not in SIMULATOR_COSTS:
+    errors.append(f'plan.simulator_cost={p.simulator_cost!r}; choose one of {SIMULATOR_COSTS}')
   if p.checkpoint not in CHECKPOINTS:
     errors.append(f'plan.checkpoint={p.checkpoint!r}; choose one of {CHECKPOINTS}')
   section = p[p.planner]
@@ -146,7 +153,7 @@ def run_name(config: ml_collections.ConfigDict) -> str:
   if p.bounded:
     parts.append('bounded')
   if p.model == 'simulator':
-    parts.append('simulator')
+    parts.append('simulator' if p.simulator_cost == 'latent' else 'simulator_state')
   return '_'.join(parts)
 
 
@@ -159,7 +166,8 @@ def load_model(config: ml_collections.ConfigDict, workdir: str, checkpoint: str 
     raise FileNotFoundError(
         f'No world model at {path}. Train one first:\n  python experiments/train_world_model.py '
         f'--config experiments/configs/{config.task}.py:{config.variant} --workdir {workdir}\n'
-        'or pass --checkpoint, or plan with --config.plan.model=simulator.')
+        'or pass --checkpoint, or plan with --config.plan.model=simulator '
+        '--config.plan.simulator_cost=state.')
   model, params, meta = training.load_world_model(path, which=config.plan.checkpoint)
   if meta.get('task') != config.task:
     raise ValueError(f'The world model at {path} was trained on task {meta.get("task")!r}; this '
@@ -213,8 +221,13 @@ def make_problem_fn(config, env, model, stats, proto):
     cost_env = env
     if proto['planner'] in ('gd', 'adam', 'gradcem') and config.task in _DIFFERENTIABLE_SIMULATOR:
       cost_env = envs.load(config.task, **_DIFFERENTIABLE_SIMULATOR[config.task])
-    return lambda params: mpc.simulator_problem(
-        env, stats, frameskip=int(config.frameskip), cost_env=cost_env, **kw)
+    def simulator(params):
+      latent_fn = None
+      if proto['simulator_cost'] == 'latent':
+        latent_fn = mpc.rendered_latent_fn(env, model, params)
+      return mpc.simulator_problem(env, stats, frameskip=int(config.frameskip), cost_env=cost_env,
+                                   latent_fn=latent_fn, **kw)
+    return simulator
   return lambda params: mpc.world_model_problem(
       env, model, params, stats, rollout=proto['rollout'], **kw)
 
@@ -363,8 +376,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, checkpoint: str | 
   parallel.check_divisible(n, jax.device_count() if mesh is None else mesh, 'plan.num_instances')
   env = envs.load(config.task)
   model = params = meta = None
-  if p.model == 'world_model':
-    say('Loading the world model ...')
+  if p.model == 'world_model' or p.simulator_cost == 'latent':
+    say('Loading the world model' + (' (its encoder scores the simulated states)'
+                                     if p.model == 'simulator' else '') + ' ...')
     model, params, meta = load_model(config, workdir, checkpoint, env)
   stats, stats_source = load_stats(config, workdir, env, meta)
   planner = build_planner(config, env, stats, proto)
@@ -443,8 +457,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, checkpoint: str | 
   if not primary:  # Process 0 writes the outputs.
     return dict(results, out_dir=out_dir)
   say('Writing videos and the distance plot ...')
-  paths, planned_label = write_videos(out_dir, config, env, model, params, stats, proto, init,
-                                      goal, ep, int(p.num_videos))
+  paths, planned_label = write_videos(out_dir, config, env,
+                                      model if p.model == 'world_model' else None, params, stats,
+                                      proto, init, goal, ep, int(p.num_videos))
   results['videos'] = {'paths': [os.path.relpath(q, out_dir) for q in paths],
                        'left': planned_label, 'right': 'executed states (env.render), then goal'}
   write_plot(os.path.join(out_dir, 'distance.png'), distances, success,

@@ -37,6 +37,7 @@ from experiments import diagnose_gap
 from experiments import finetune as finetune_lib
 from experiments import generate_data
 from experiments import plan as plan_lib
+from experiments import planners as planners_lib
 from experiments import runtime
 from experiments import train_world_model as train_lib
 from wmjax import data as data_lib
@@ -94,23 +95,25 @@ def rows(rc: ml_collections.ConfigDict) -> list[dict[str, Any]]:
   def add(model, planner, mode, kind, factor=1.0, bounded=False, simulator=False):
     suffix = '' if factor == 1.0 else f'_x{factor:g}'
     suffix += '_bounded' if bounded else ''
+    instances = {'sweep': None, 'ceiling': rc.ceiling_instances or None}.get(
+        kind, rc.instances.get(f'{planner}_{mode}'))
     out.append(dict(model=model, planner=planner, mode=mode, kind=kind, factor=factor,
-                    bounded=bounded, simulator=simulator,
+                    bounded=bounded, simulator=simulator, instances=instances,
                     name=f'{model}/{planner}_{mode}{suffix}'))
 
   for model in rc.models:
     for planner in rc.planners:
       for mode in rc.modes:
         add(model, planner, mode, 'grid')
-    for planner in rc.baselines:
+    for planner in rc.baselines if model in rc.baseline_models else ():
       add(model, planner, 'mpc', 'baseline')
-    for planner in rc.bounded:
+    for planner in rc.bounded if model in rc.bounded_models else ():
       add(model, planner, 'mpc', 'bounded', bounded=True)
   for planner in rc.ceiling:
     add('simulator', planner, 'mpc', 'ceiling', simulator=True)
   for model in rc.sweep_models:
-    for planner in rc.sweep_planners:
-      for f in rc.sweep_factors:
+    for planner, factors in rc.sweep.items():
+      for f in factors:
         add(model, planner, 'mpc', 'sweep', factor=float(f))
   names = [r['name'] for r in out]
   dupes = sorted({n for n in names if names.count(n) > 1})
@@ -127,20 +130,28 @@ def check_config(rc: ml_collections.ConfigDict) -> None:
   for model in tuple(rc.models) + tuple(rc.sweep_models):
     if model not in MODEL_LABELS:
       errors.append(f'unknown model {model!r}; choose from {tuple(MODEL_LABELS)}')
-  for model in rc.sweep_models:
-    if model not in rc.models:
-      errors.append(f'sweep_models has {model!r}, which is not in models {tuple(rc.models)}')
+  for field in ('sweep_models', 'baseline_models', 'bounded_models'):
+    for model in rc[field]:
+      if model not in rc.models:
+        errors.append(f'{field} has {model!r}, which is not in models {tuple(rc.models)}')
+  for key, n in rc.instances.items():
+    if key not in [f'{p}_{m}' for p in planners_lib.PLANNERS for m in plan_lib.MODES]:
+      errors.append(f'instances: key {key!r} must be <planner>_<mode> with a planner in '
+                    f'{planners_lib.PLANNERS} and a mode in {plan_lib.MODES}')
+    if int(n) < 1:
+      errors.append(f'instances[{key!r}] must be >= 1; got {n}')
+  if int(rc.ceiling_instances) < 0:
+    errors.append(f'ceiling_instances must be >= 0 (0: all); got {rc.ceiling_instances}')
   for mode in rc.modes:
     if mode not in plan_lib.MODES:
       errors.append(f'unknown mode {mode!r}; choose from {plan_lib.MODES}')
-  from experiments import planners as planners_lib  # pylint: disable=g-import-not-at-top
-  for field in ('planners', 'baselines', 'ceiling', 'bounded', 'sweep_planners'):
+  for field in ('planners', 'baselines', 'ceiling', 'bounded', 'sweep'):
     for name in rc[field]:
       if name not in planners_lib.PLANNERS:
         errors.append(f'{field}: unknown planner {name!r}; choose from {planners_lib.PLANNERS}')
-  for f in rc.sweep_factors:
-    if not float(f) > 0:
-      errors.append(f'sweep_factors must be > 0; got {f}')
+  for name, factors in rc.sweep.items():
+    if any(not float(f) > 0 for f in factors):
+      errors.append(f'sweep[{name!r}] factors must be > 0; got {tuple(factors)}')
   if errors:
     raise ValueError('Invalid reproduce config:\n  ' + '\n  '.join(errors))
   rows(rc)
@@ -156,6 +167,12 @@ def row_config(c: ml_collections.ConfigDict, row: dict[str, Any]) -> ml_collecti
   # Finetuned models are evaluated as the recipe ends (their last step); the base model at its
   # best validation loss.
   p.checkpoint = 'best' if row['model'] in ('base', 'simulator') else 'latest'
+  if row.get('instances'):  # The first n of the same problems (plan.seed keys problem i).
+    if int(row['instances']) > int(p.num_instances):
+      raise ValueError(f'{row["name"]}: {row["instances"]} problems is more than the task\'s '
+                       f'plan.num_instances={p.num_instances}.')
+    p.num_instances = int(row['instances'])
+    p.num_videos = min(int(p.num_videos), p.num_instances)
   f = row['factor']
   if f != 1.0:
     s = p[row['planner']]
@@ -167,10 +184,10 @@ def row_config(c: ml_collections.ConfigDict, row: dict[str, Any]) -> ml_collecti
   return c
 
 
-def checkpoint_dir(taskdir: str, model: str) -> str | None:
-  if model == 'simulator':
-    return None
-  if model == 'base':
+def checkpoint_dir(taskdir: str, model: str) -> str:
+  """The model's checkpoint; the simulator ceiling scores states with the base model's (frozen,
+  shared) encoder, so its cost is the one every world-model row minimises."""
+  if model in ('base', 'simulator'):
     return os.path.join(taskdir, train_lib.OUT_DIR)
   return os.path.join(taskdir, finetune_lib.OUT_PREFIX + model)
 
@@ -251,6 +268,7 @@ def collect_task(rc, task: str, taskdir: str, c, timings) -> dict[str, Any]:
                             budget=r['budget'], settings=r['protocol']['settings'],
                             seconds_per_episode=r['timing']['seconds_per_episode'],
                             compile_seconds=r['timing']['compile_seconds'],
+                            instance_success=[i['success'] for i in r['instances']],
                             mean_final_distance=r['mean_final_distance']))
   result = {'task': task, 'variant': c.variant, 'coverage': coverage,
             'model_error_ratio_vs_no_change': models,
@@ -292,11 +310,27 @@ def plot_success_vs_time(result: dict[str, Any], path: str) -> None:
   plt.close(fig)
 
 
-def _cell(e: dict[str, Any] | None) -> str:
+def _cell(e: dict[str, Any] | None, n: int | None = None) -> str:
+  """Success % [95% CI], with the number of problems where it is not `n`."""
   if e is None:
     return '-'
   lo, hi = e['ci95']
-  return f'{100 * e["success_rate"]:.0f} [{100 * lo:.0f}-{100 * hi:.0f}]'
+  more = f' (n={e["num_instances"]})' if n is not None and e['num_instances'] != n else ''
+  return f'{100 * e["success_rate"]:.0f} [{100 * lo:.0f}-{100 * hi:.0f}]{more}'
+
+
+def _on_same_problems(e: dict[str, Any], ev: list[dict[str, Any]]) -> str:
+  """Adam's and CEM's MPC success (same model; the base model's for the ceiling) on the first
+  n problems, for a row evaluated on only those."""
+  model = 'base' if e['simulator'] else e['model']
+  out = []
+  for planner in ('adam', 'cem'):
+    ref = next((r for r in ev if r['kind'] == 'grid' and r['model'] == model
+                and r['planner'] == planner and r['mode'] == 'mpc'), None)
+    if ref is not None and ref['num_instances'] > e['num_instances']:
+      ok = ref['instance_success'][:e['num_instances']]
+      out.append(f'{planner} {100 * sum(ok) / len(ok):.0f}')
+  return ', '.join(out) or '-'
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -316,26 +350,31 @@ def markdown(results: dict[str, Any]) -> str:
       out += [diagnose_gap.markdown(t['gap']).split('\n', 2)[2], '']
     grid = [e for e in ev if e['kind'] in ('grid', 'baseline', 'bounded', 'ceiling')]
     planners = list(dict.fromkeys(e['planner'] for e in grid))
-    out += ['Success % [95% CI], ' + f'{ev[0]["num_instances"]} problems (plan.seed '
-            f'{t["seeds"]["plan.seed"]}); budget per MPC episode: equal executed model actions '
-            'for every planner.', '',
+    n = max(e['num_instances'] for e in ev)
+    out += ['Success % [95% CI], ' + f'{n} problems unless (n=...) says fewer: the first n of '
+            f'the same problems (plan.seed {t["seeds"]["plan.seed"]}); budget per MPC episode: '
+            'equal executed model actions for every planner. The simulator row plans through the '
+            'true dynamics with the base model\'s own latent cost.', '',
             '| model | mode | ' + ' | '.join(planners) + ' | paper GD / Adam / CEM |',
             '|---|---|' + '---|' * (len(planners) + 1)]
     keys = list(dict.fromkeys((e['model'], e['mode'], e['bounded']) for e in grid))
     for model, mode, bounded in keys:
-      cells = [_cell(find(model=model, mode=mode, planner=p, bounded=bounded, factor=1.0))
+      cells = [_cell(find(model=model, mode=mode, planner=p, bounded=bounded, factor=1.0), n)
                for p in planners]
       pub = PUBLISHED.get(t['task'], {}).get((model, mode)) if not bounded else None
       label = 'simulator (ceiling)' if model == 'simulator' else MODEL_LABELS[model]
       out.append(f'| {label}{" bounded" if bounded else ""} | {mode} | ' + ' | '.join(cells)
                  + f' | {" / ".join(map(str, pub)) if pub else "-"} |')
-    out += ['', '| row | settings | budget (replans x executed = model actions) | '
-            's per episode | compile s | success % |', '|---|---|---|---|---|---|']
+    out += ['', '| row | settings | budget (replans x executed = model actions) | problems | '
+            's per episode | compile s | success % | Adam / CEM MPC on the same problems |',
+            '|---|---|---|---|---|---|---|---|']
     for e in ev:
       b = e['budget']
+      same = _on_same_problems(e, ev) if e['num_instances'] < n else ''
       out.append(f'| {e["name"]} | {e["settings"]} | {b["num_replans"]} x {b["execute"]} = '
-                 f'{b["model_actions"]} | {e["seconds_per_episode"]:.3g} | '
-                 f'{e["compile_seconds"]:.3g} | {_cell(e)} |')
+                 f'{b["model_actions"]} | {e["num_instances"]} | '
+                 f'{e["seconds_per_episode"]:.3g} | {e["compile_seconds"]:.3g} | {_cell(e)} | '
+                 f'{same} |')
     out += ['', f'Stage times (s): ' + ', '.join(f'{k} {v:.0f}'
                                                  for k, v in t['stage_seconds'].items()),
             '', f'![success vs time]({t["task"]}/success_vs_time.png)', '']

@@ -282,6 +282,8 @@ def test_bad_input_raises_clear_errors(setup):
     wm.encode(params, dict(obs, pixels=np.zeros((2, 9, 16, 3), np.uint8)))
   with pytest.raises(ValueError, match='must be uint8'):
     wm.encode(params, dict(obs, pixels=obs['pixels'].astype(np.float32)))
+  with pytest.raises(ValueError, match='float_pixels=True needs floating'):
+    wm.encode(params, obs, float_pixels=True)
   with pytest.raises(ValueError, match=r"obs\['proprio'\] must have shape \(\.\.\., 3\)"):
     wm.encode(params, dict(obs, proprio=np.zeros((2, 4), np.float32)))
   with pytest.raises(ValueError, match='different leading shapes'):
@@ -302,6 +304,19 @@ def test_bad_input_raises_clear_errors(setup):
     wm.rollout(params, z, actions)
   with pytest.raises(ValueError, match=r'actions must have shape \(3, 10\)'):
     wm.rollout(params, z0, jnp.zeros((3, 4)))
+
+
+def test_float_pixels_encode_like_uint8_and_differentiate(setup):
+  wm, params, _, _ = setup
+  obs = _obs(wm, (2,))
+  as_float = dict(obs, pixels=obs['pixels'].astype(np.float32))
+  z8 = wm.encode(params, obs)
+  zf = wm.encode(params, as_float, float_pixels=True)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), z8, zf)
+  g = jax.grad(lambda px: jnp.sum(wm.encode(params, dict(as_float, pixels=px),
+                                            float_pixels=True)['visual'] ** 2))(
+                                                as_float['pixels'])
+  assert float(jnp.abs(g).sum()) > 0
 
 
 def test_bad_config_raises_clear_errors():

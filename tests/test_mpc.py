@@ -84,6 +84,47 @@ def test_success_is_sticky_and_open_loop_shape():
   assert int(ep.replans_to_success[0]) == 1
 
 
+def test_rendered_latent_ceiling_scores_like_the_world_model():
+  """The simulator ceiling with `rendered_latent_fn` applies the model's own cost to simulated
+  states: the encoder of the rendered frames, as planning observes them; and Adam can
+  differentiate it through the renderer."""
+  from wmjax import models  # pylint: disable=g-import-not-at-top
+  env = envs.load('wall')
+  normalizer = _normalizer(env)
+  a = FRAMESKIP * env.action_size
+  wm = models.make_world_model(dict(
+      encoder='conv', image_size=16, proprio_dim=env.proprio_size, action_dim=a, num_hist=1,
+      conv=dict(channels=(4, 8), token_dim=6),
+      predictor=dict(depth=1, num_heads=2, head_dim=8, mlp_dim=16)))
+  observe = mpc.pixel_observer(env, normalizer, 16)
+  init, goal = _wall_problems(env, 1)
+  params = wm.init(jax.random.key(0), observe(init[0]))
+  stats = planning_stats(env)
+  problem = mpc.simulator_problem(env, stats, frameskip=FRAMESKIP, objective='last',
+                                  latent_fn=mpc.rendered_latent_fn(env, wm, params))
+  cost = problem.make_cost(observe(init[0]), observe(goal[0]))
+  actions = jax.random.normal(jax.random.key(1), (HORIZON, a)) * 0.5
+  raw = normalizer.raw_actions(actions, FRAMESKIP).reshape(-1, env.action_size)
+  final = jax.lax.fori_loop(0, raw.shape[0], lambda i, s: env.step(s, raw[i]),
+                            env.reset_to(init[0]))
+  z_final = wm.encode(params, observe(env.state_vector(final)))
+  z_goal = wm.encode(params, observe(goal[0]))
+  want = planning.trajectory_cost(
+      jax.tree.map(lambda x: x[None], z_final), z_goal, mode='last', alpha=1.0)
+  assert float(cost(actions)) == pytest.approx(float(want), rel=1e-2, abs=1e-5)
+  g = jax.grad(cost)(actions)
+  assert bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).sum()) > 0
+
+
+def planning_stats(env):
+  """Dataset-like statistics from the env's nominal ranges (what simulator_problem reads)."""
+  from wmjax import data as data_lib  # pylint: disable=g-import-not-at-top
+  z = lambda n: jnp.zeros((n,), jnp.float32)
+  o = lambda n: jnp.ones((n,), jnp.float32)
+  return data_lib.Stats(env.action_mean, env.action_std, z(env.proprio_size),
+                        o(env.proprio_size), z(env.state_size), o(env.state_size))
+
+
 def test_bad_input():
   env = envs.load('wall')
   normalizer = _normalizer(env)

@@ -74,13 +74,17 @@ def check_results(r, planner, mode, num_replans, execute):
 @pytest.mark.parametrize('planner,mode,fields,num_replans,execute', [
     ('adam', 'mpc', {}, 5, 1),
     ('adam', 'open_loop', {'bounded': True}, 1, 5),
-    ('cem', 'open_loop', {'model': 'simulator'}, 1, 5),
+    ('cem', 'open_loop', {'model': 'simulator', 'simulator_cost': 'state'}, 1, 5),
+    ('adam', 'mpc', {'model': 'simulator'}, 5, 1),
 ])
 def test_plan_in_process(workdir, planner, mode, fields, num_replans, execute):
   r = plan.evaluate(make_config(planner=planner, mode=mode, **fields), workdir, progress=False)
   check_results(r, planner, mode, num_replans, execute)
   assert r['protocol']['bounded'] == fields.get('bounded', False)
-  assert (r['checkpoint'] is None) == (fields.get('model') == 'simulator')
+  # Only the state-cost simulator runs without the world model.
+  assert (r['checkpoint'] is None) == (fields.get('simulator_cost') == 'state')
+  assert r['protocol']['simulator_cost'] == (
+      fields.get('simulator_cost', 'latent') if fields.get('model') == 'simulator' else None)
   assert os.path.basename(r['out_dir']) == plan.run_name(make_config(
       planner=planner, mode=mode, **fields))
 
@@ -109,6 +113,8 @@ def test_plan_binary_cem_mpc(workdir):
     ({'rollout': 'teacher'}, "rollout 'teacher'"),
     ({'model': 'oracle', 'mode': 'closed'}, r"plan.model='oracle'.*\n.*plan.mode='closed'"),
     ({'num_videos': 9}, r'plan.num_videos must be in \[0, plan.num_instances=4\]'),
+    ({'model': 'simulator', 'simulator_cost': 'pixels'}, r"plan.simulator_cost='pixels'; choose "
+     r"one of \('latent', 'state'\)"),
 ])
 def test_bad_config_fails_before_any_work(tmp_path, fields, match):
   with pytest.raises(ValueError, match=match):
@@ -118,6 +124,8 @@ def test_bad_config_fails_before_any_work(tmp_path, fields, match):
 def test_missing_or_foreign_checkpoint(workdir, tmp_path):
   with pytest.raises(FileNotFoundError, match='train_world_model.py'):
     plan.evaluate(make_config(), str(tmp_path), progress=False)
+  with pytest.raises(FileNotFoundError, match='simulator_cost=state'):
+    plan.evaluate(make_config(model='simulator'), str(tmp_path), progress=False)
   c = pointmaze.get_config('test')
   with pytest.raises(ValueError, match="trained on task 'wall'; this config plans on 'pointmaze'"):
     plan.evaluate(c, workdir, progress=False)

@@ -25,6 +25,11 @@ def test_smoke_run_writes_tables_and_continues(tmp_path):
   assert list(task['gap']['models']) == ['base', 'adversarial']
   md = open(os.path.join(workdir, 'results.md')).read()
   assert '| AWM | mpc |' in md and 'paper GD / Adam / CEM' in md
+  # base/cem_mpc ran on the first 2 problems: its cell says so and the detail table compares
+  # Adam on exactly those.
+  cem = next(e for e in task['evaluations'] if e['name'] == 'base/cem_mpc')
+  assert cem['num_instances'] == 2 and len(cem['instance_success']) == 2
+  assert '(n=2)' in md and '| base/cem_mpc |' in md
   assert os.path.exists(os.path.join(workdir, 'wall', 'success_vs_time.png'))
   on_disk = json.load(open(os.path.join(workdir, 'results.json')))
   assert on_disk['tasks'][0]['evaluations'] == json.loads(json.dumps(task['evaluations']))
@@ -41,14 +46,22 @@ def test_row_config_scales_budgets():
   rc = reproduce_config.get_config('cpu')
   c = reproduce.task_config(rc, 'wall')
   rows = {r['name']: r for r in reproduce.rows(rc)}
-  adam = reproduce.row_config(c, rows['base/adam_mpc_x0.25'])
-  assert adam.plan.adam.num_steps == round(c.plan.adam.num_steps * 0.25)
-  cem = reproduce.row_config(c, rows['adversarial/cem_mpc_x2'])
+  adam = reproduce.row_config(c, rows['base/adam_mpc_x2'])
+  assert adam.plan.adam.num_steps == 2 * c.plan.adam.num_steps
+  assert adam.plan.num_instances == c.plan.num_instances  # Sweep rows keep every problem.
+  cem = reproduce.row_config(c, rows['base/cem_mpc_x0.5'])
   assert (cem.plan.cem.num_samples, cem.plan.cem.num_elites, cem.plan.cem.num_iterations) == (
-      2 * c.plan.cem.num_samples, 2 * c.plan.cem.num_elites, c.plan.cem.num_iterations)
-  assert cem.plan.checkpoint == 'latest' and adam.plan.checkpoint == 'best'
+      c.plan.cem.num_samples // 2, c.plan.cem.num_elites // 2, c.plan.cem.num_iterations)
+  assert adam.plan.checkpoint == 'best'
+  assert reproduce.row_config(c, rows['adversarial/cem_mpc']).plan.checkpoint == 'latest'
   ceiling = reproduce.row_config(c, rows['simulator/adam_mpc'])
-  assert ceiling.plan.model == 'simulator'
+  assert ceiling.plan.model == 'simulator' and ceiling.plan.simulator_cost == 'latent'
+  assert ceiling.plan.num_instances == rc.ceiling_instances > 0
+  gd = reproduce.row_config(c, rows['online/gd_mpc'])
+  assert gd.plan.num_instances == rc.instances['gd_mpc'] < c.plan.num_instances
+  assert gd.plan.num_videos <= gd.plan.num_instances
+  assert reproduce.row_config(c, rows['online/gd_open_loop']).plan.num_instances == (
+      c.plan.num_instances)
   # Every scale's grid is valid for every task.
   for scale in reproduce_config.SCALES:
     rc = reproduce_config.get_config(scale)
@@ -62,12 +75,29 @@ def test_row_config_scales_budgets():
     ('planners', ('adam', 'ilqr'), "unknown planner 'ilqr'"),
     ('models', ('base', 'dagger'), "unknown model 'dagger'"),
     ('sweep_models', ('online',), "sweep_models has 'online'"),
-    ('sweep_factors', (0.0,), 'sweep_factors must be > 0'),
+    ('bounded_models', ('online',), "bounded_models has 'online'"),
+    ('ceiling_instances', -1, 'ceiling_instances must be >= 0'),
 ])
 def test_bad_reproduce_config(field, value, match):
   rc = reproduce_config.get_config('test')  # Models: base and adversarial.
   rc[field] = value
   with pytest.raises(ValueError, match=match):
     reproduce.check_config(rc)
+
+
+def test_bad_sweep_and_instances():
+  rc = reproduce_config.get_config('test')
+  rc.sweep = {'adam': (0.5, 0.0)}
+  with pytest.raises(ValueError, match=r"sweep\['adam'\] factors must be > 0"):
+    reproduce.check_config(rc)
+  rc = reproduce_config.get_config('test')
+  rc.instances = {'cem_closed': 3}
+  with pytest.raises(ValueError, match="instances: key 'cem_closed' must be <planner>_<mode>"):
+    reproduce.check_config(rc)
+  rc = reproduce_config.get_config('test')
+  rc.instances = {'cem_mpc': 99}
+  row = next(r for r in reproduce.rows(rc) if r['name'] == 'base/cem_mpc')
+  with pytest.raises(ValueError, match='99 problems is more than'):
+    reproduce.row_config(reproduce.task_config(rc, 'wall'), row)
   with pytest.raises(ValueError, match='Unknown reproduce scale'):
     reproduce_config.get_config('huge')

@@ -176,8 +176,11 @@ def plan_config(variant: str) -> ml_collections.ConfigDict:
   v = _PLAN[check_variant(variant)]
   p = ml_collections.ConfigDict()
   p.planner = 'adam'        # gd | adam | cem | mppi | gradcem (experiments/planners.py).
-  p.model = 'world_model'   # world_model | simulator (the true dynamics, same cost on states:
-                            # the ceiling of what a perfect model could give).
+  p.model = 'world_model'   # world_model | simulator (the true dynamics: the ceiling of what a
+                            # perfect model could give).
+  p.simulator_cost = 'latent'  # With model=simulator: latent (the world model's own cost: its
+                               # encoder on rendered simulated frames) | state (z-scored states;
+                               # needs no world model).
   p.mode = 'mpc'            # mpc (replan from each real observation) | open_loop (one plan of
                             # `horizon` model actions executed blind).
   p.horizon = 5             # Model actions per plan (paper: 5).

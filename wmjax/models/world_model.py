@@ -204,7 +204,8 @@ class WorldModel:
             'proprio': jax.ShapeDtypeStruct((s.proprio_emb_dim,), jnp.float32)}
 
   # ---------------------------------------------------------------- validation
-  def _check_obs(self, obs: Mapping[str, jax.Array]) -> tuple[int, ...]:
+  def _check_obs(self, obs: Mapping[str, jax.Array], float_pixels: bool = False
+                 ) -> tuple[int, ...]:
     """Returns the leading batch shape of obs; raises ValueError on missing keys or bad shapes."""
     spec = self.obs_spec
     missing = [k for k in spec if k not in obs]
@@ -218,8 +219,11 @@ class WorldModel:
       if len(shape) < nd or shape[len(shape) - nd:] != s.shape:
         raise ValueError(f'obs[{k!r}] must have shape (..., {", ".join(map(str, s.shape))}); '
                          f'got {shape}.')
-      if k == 'pixels' and jnp.dtype(obs[k].dtype) != jnp.uint8:
-        raise ValueError(f'obs["pixels"] must be uint8; got {obs[k].dtype}.')
+      if k == 'pixels' and not float_pixels and jnp.dtype(obs[k].dtype) != jnp.uint8:
+        raise ValueError(f'obs["pixels"] must be uint8; got {obs[k].dtype} (floats in [0, 255]: '
+                         'pass float_pixels=True).')
+      if k == 'pixels' and float_pixels and not jnp.issubdtype(obs[k].dtype, jnp.floating):
+        raise ValueError(f'float_pixels=True needs floating obs["pixels"]; got {obs[k].dtype}.')
       lead = shape[:len(shape) - nd]
       if batch is not None and lead != batch:
         raise ValueError(f'obs entries have different leading shapes: {batch} vs {lead} '
@@ -297,10 +301,13 @@ class WorldModel:
     return params
 
   # ---------------------------------------------------------------- encoders
-  def encode(self, params: Mapping[str, Any], obs: Mapping[str, jax.Array]) -> Latent:
+  def encode(self, params: Mapping[str, Any], obs: Mapping[str, jax.Array], *,
+             float_pixels: bool = False) -> Latent:
     """obs {'pixels': (..., H, W, 3) uint8 | 'state': (..., S), 'proprio': (..., P)} -> Latent
-    {'visual': (..., N, Dv), 'proprio': (..., 10)}. The encoder is frozen (gradient stopped)."""
-    self._check_obs(obs)
+    {'visual': (..., N, Dv), 'proprio': (..., 10)}. The encoder is frozen (its parameters get no
+    gradient). With `float_pixels` the pixels are floats in [0, 255] instead of uint8: unquantised
+    renders, through which the latent is differentiable in the image."""
+    self._check_obs(obs, float_pixels)
     with jax.named_scope('encode'):
       enc = jax.lax.stop_gradient(params['encoder'])  # Frozen encoder (section 2).
       visual = self.encoder.apply({'params': enc}, obs[self.obs_key])

@@ -290,13 +290,17 @@ def simulator_problem(
     alpha=1.0,
     base=0.5,
     cost_env: Optional[Env] = None,
+    latent_fn: Optional[Callable[[jax.Array, jax.Array], Any]] = None,
 ) -> Problem:
   """Planning with the true dynamics as the model: the ceiling a perfect model could reach.
 
   The cost simulates the actions in `cost_env` (default `env`) and applies the same objective as
-  the latent cost to a state "latent": {'visual': (1, S) state z-scored by the dataset,
-  'proprio': (P,) normalised proprio}. Gradients through contacts can be zero or non-finite; the
-  planners skip non-finite steps (PAPER.md section 9: wall contact gives zero gradient).
+  the latent cost to a "latent" of every simulated state: `latent_fn` (e.g.
+  `rendered_latent_fn`: a world model's encoder on the rendered frame, so the cost is exactly the
+  one planning through that model minimises, with a perfect predictor), by default
+  {'visual': (1, S) state z-scored by the dataset, 'proprio': (P,) normalised proprio}.
+  Gradients through contacts can be zero or non-finite; the planners skip non-finite steps
+  (PAPER.md section 9: wall contact gives zero gradient).
 
   Args:
     env: the real simulator.
@@ -307,6 +311,8 @@ def simulator_problem(
     base: decay of the 'all' weights.
     cost_env: the simulator used inside the cost (e.g. a copy whose solver `jax.grad` can
       differentiate); defaults to `env`.
+    latent_fn: (state vector (S,), normalised proprio (P,)) -> latent pytree; default the
+      z-scored state (above).
 
   Returns:
     A `Problem`.
@@ -318,10 +324,11 @@ def simulator_problem(
   state_mean = jnp.asarray(stats.state_mean, jnp.float32)
   state_std = jnp.asarray(stats.state_std, jnp.float32)
 
-  def latent(state) -> dict:
-    sv = sim.state_vector(state)
-    return {'visual': ((sv - state_mean) / state_std)[None],
-            'proprio': normalizer.proprio(sim.proprio(state))}
+  def latent(state) -> Any:
+    sv, proprio = sim.state_vector(state), normalizer.proprio(sim.proprio(state))
+    if latent_fn is not None:
+      return latent_fn(sv, proprio)
+    return {'visual': ((sv - state_mean) / state_std)[None], 'proprio': proprio}
 
   def observe(state_vector: jax.Array) -> dict:
     return {'state': state_vector}
@@ -344,3 +351,25 @@ def simulator_problem(
     return cost
 
   return Problem(observe=observe, make_cost=make_cost, normalizer=normalizer)
+
+
+def rendered_latent_fn(env: Env, model: Any, params: Params
+                       ) -> Callable[[jax.Array, jax.Array], Any]:
+  """A world model's latent of a simulated state, for `simulator_problem(latent_fn=...)`.
+
+  The state is rendered at the model's image size and encoded with the model's frozen encoder,
+  as the model sees observations (`pixel_observer`), but unquantised, so gradient planners can
+  differentiate the cost through the renderer. A state encoder reads the state directly.
+
+  Returns:
+    (state vector (S,), normalised proprio (P,)) -> Latent {'visual': (N, Dv), 'proprio': (Dp,)}.
+  """
+  if model.obs_key != 'pixels':
+    return lambda sv, proprio: model.encode(params, {'state': sv, 'proprio': proprio})
+  size = int(model.image_size)
+
+  def latent(sv: jax.Array, proprio: jax.Array) -> Any:
+    pixels = jnp.clip(env.render(sv, size), 0.0, 1.0) * 255.0
+    return model.encode(params, {'pixels': pixels, 'proprio': proprio}, float_pixels=True)
+
+  return latent
