@@ -119,7 +119,10 @@ def rows(rc: ml_collections.ConfigDict) -> list[dict[str, Any]]:
   dupes = sorted({n for n in names if names.count(n) > 1})
   if dupes:
     raise ValueError(f'The reproduce config lists these evaluations twice: {dupes}.')
-  return out
+  unknown = sorted(set(rc.skip) - set(names))
+  if unknown:
+    raise ValueError(f'skip names rows the config does not have: {unknown}; its rows: {names}.')
+  return [r for r in out if r['name'] not in rc.skip]
 
 
 def check_config(rc: ml_collections.ConfigDict) -> None:

@@ -95,6 +95,12 @@ def test_bad_sweep_and_instances():
   with pytest.raises(ValueError, match="instances: key 'cem_closed' must be <planner>_<mode>"):
     reproduce.check_config(rc)
   rc = reproduce_config.get_config('test')
+  rc.skip = ('base/gd_mpc',)
+  with pytest.raises(ValueError, match=r"skip names rows the config does not have: \['base/gd_mpc'\]"):
+    reproduce.check_config(rc)
+  rc.skip = ('base/adam_mpc_bounded',)
+  assert 'base/adam_mpc_bounded' not in [r['name'] for r in reproduce.rows(rc)]
+  rc = reproduce_config.get_config('test')
   rc.instances = {'cem_mpc': 99}
   row = next(r for r in reproduce.rows(rc) if r['name'] == 'base/cem_mpc')
   with pytest.raises(ValueError, match='99 problems is more than'):
