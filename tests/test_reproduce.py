@@ -49,15 +49,16 @@ def test_row_config_scales_budgets():
   adam = reproduce.row_config(c, rows['base/adam_mpc_x2'])
   assert adam.plan.adam.num_steps == 2 * c.plan.adam.num_steps
   assert adam.plan.num_instances == c.plan.num_instances  # Sweep rows keep every problem.
-  cem = reproduce.row_config(c, rows['base/cem_mpc_x0.5'])
+  cem = reproduce.row_config(c, rows['base/cem_mpc_x0.25'])
   assert (cem.plan.cem.num_samples, cem.plan.cem.num_elites, cem.plan.cem.num_iterations) == (
-      c.plan.cem.num_samples // 2, c.plan.cem.num_elites // 2, c.plan.cem.num_iterations)
+      round(c.plan.cem.num_samples / 4), round(c.plan.cem.num_elites / 4),
+      c.plan.cem.num_iterations)
   assert adam.plan.checkpoint == 'best'
   assert reproduce.row_config(c, rows['adversarial/cem_mpc']).plan.checkpoint == 'latest'
   ceiling = reproduce.row_config(c, rows['simulator/adam_mpc'])
   assert ceiling.plan.model == 'simulator' and ceiling.plan.simulator_cost == 'latent'
   assert ceiling.plan.num_instances == rc.ceiling_instances > 0
-  gd = reproduce.row_config(c, rows['online/gd_mpc'])
+  gd = reproduce.row_config(c, rows['base/gd_mpc'])
   assert gd.plan.num_instances == rc.instances['gd_mpc'] < c.plan.num_instances
   assert gd.plan.num_videos <= gd.plan.num_instances
   assert reproduce.row_config(c, rows['online/gd_open_loop']).plan.num_instances == (
