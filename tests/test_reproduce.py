@@ -55,7 +55,7 @@ def test_row_config_scales_budgets():
       c.plan.cem.num_iterations)
   assert adam.plan.checkpoint == 'best'
   assert reproduce.row_config(c, rows['adversarial/cem_mpc']).plan.checkpoint == 'latest'
-  ceiling = reproduce.row_config(c, rows['simulator/adam_mpc'])
+  ceiling = reproduce.row_config(c, rows['simulator/cem_mpc'])
   assert ceiling.plan.model == 'simulator' and ceiling.plan.simulator_cost == 'latent'
   assert ceiling.plan.num_instances == rc.ceiling_instances > 0
   gd = reproduce.row_config(c, rows['base/gd_mpc'])
