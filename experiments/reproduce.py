@@ -16,6 +16,7 @@ numbers) and `<workdir>/<task>/success_vs_time.png`.
 """
 
 import copy
+import fnmatch
 import importlib
 import json
 import os
@@ -87,27 +88,30 @@ def task_config(rc: ml_collections.ConfigDict, task: str) -> ml_collections.Conf
 
 
 # ------------------------------------------------------------------------------------ rows
-def rows(rc: ml_collections.ConfigDict) -> list[dict[str, Any]]:
-  """Every planning evaluation of a task: {'model', 'planner', 'mode', 'kind', 'factor',
-  'bounded', 'simulator', 'name'}; `name` is its folder under plan/."""
+def rows(rc: ml_collections.ConfigDict, task: str) -> list[dict[str, Any]]:
+  """Every planning evaluation of a task, cheapest planners first: {'model', 'planner', 'mode',
+  'kind', 'factor', 'bounded', 'simulator', 'instances', 'name'}; `name` is its folder under plan/
+  and `instances` its number of problems (None: the task's plan.num_instances)."""
   out = []
 
   def add(model, planner, mode, kind, factor=1.0, bounded=False, simulator=False):
     suffix = '' if factor == 1.0 else f'_x{factor:g}'
     suffix += '_bounded' if bounded else ''
-    instances = {'sweep': None, 'ceiling': rc.ceiling_instances or None}.get(
-        kind, rc.instances.get(f'{planner}_{mode}'))
+    name = f'{model}/{planner}_{mode}{suffix}'
+    instances = next((int(n) for pattern, n in rc.instances
+                      if fnmatch.fnmatchcase(f'{task}/{name}', pattern)), None)
     out.append(dict(model=model, planner=planner, mode=mode, kind=kind, factor=factor,
-                    bounded=bounded, simulator=simulator, instances=instances,
-                    name=f'{model}/{planner}_{mode}{suffix}'))
+                    bounded=bounded, simulator=simulator, instances=instances, name=name))
 
-  for model in rc.models:
-    for planner in rc.planners:
+  for planner in rc.planners:
+    for model in rc.models:
       for mode in rc.modes:
         add(model, planner, mode, 'grid')
-    for planner in rc.baselines if model in rc.baseline_models else ():
+  for model in rc.baseline_models:
+    for planner in rc.baselines:
       add(model, planner, 'mpc', 'baseline')
-    for planner in rc.bounded if model in rc.bounded_models else ():
+  for model in rc.bounded_models:
+    for planner in rc.bounded:
       add(model, planner, 'mpc', 'bounded', bounded=True)
   for planner in rc.ceiling:
     add('simulator', planner, 'mpc', 'ceiling', simulator=True)
@@ -119,10 +123,8 @@ def rows(rc: ml_collections.ConfigDict) -> list[dict[str, Any]]:
   dupes = sorted({n for n in names if names.count(n) > 1})
   if dupes:
     raise ValueError(f'The reproduce config lists these evaluations twice: {dupes}.')
-  unknown = sorted(set(rc.skip) - set(names))
-  if unknown:
-    raise ValueError(f'skip names rows the config does not have: {unknown}; its rows: {names}.')
-  return [r for r in out if r['name'] not in rc.skip]
+  return [r for r in out
+          if not any(fnmatch.fnmatchcase(f'{task}/{r["name"]}', p) for p in rc.skip)]
 
 
 def check_config(rc: ml_collections.ConfigDict) -> None:
@@ -137,14 +139,9 @@ def check_config(rc: ml_collections.ConfigDict) -> None:
     for model in rc[field]:
       if model not in rc.models:
         errors.append(f'{field} has {model!r}, which is not in models {tuple(rc.models)}')
-  for key, n in rc.instances.items():
-    if key not in [f'{p}_{m}' for p in planners_lib.PLANNERS for m in plan_lib.MODES]:
-      errors.append(f'instances: key {key!r} must be <planner>_<mode> with a planner in '
-                    f'{planners_lib.PLANNERS} and a mode in {plan_lib.MODES}')
-    if int(n) < 1:
-      errors.append(f'instances[{key!r}] must be >= 1; got {n}')
-  if int(rc.ceiling_instances) < 0:
-    errors.append(f'ceiling_instances must be >= 0 (0: all); got {rc.ceiling_instances}')
+  for entry in rc.instances:
+    if len(entry) != 2 or not isinstance(entry[0], str) or int(entry[1]) < 1:
+      errors.append(f'instances: each entry must be (pattern, n >= 1); got {entry!r}')
   for mode in rc.modes:
     if mode not in plan_lib.MODES:
       errors.append(f'unknown mode {mode!r}; choose from {plan_lib.MODES}')
@@ -157,7 +154,16 @@ def check_config(rc: ml_collections.ConfigDict) -> None:
       errors.append(f'sweep[{name!r}] factors must be > 0; got {tuple(factors)}')
   if errors:
     raise ValueError('Invalid reproduce config:\n  ' + '\n  '.join(errors))
-  rows(rc)
+  # Patterns may name any task (a run restricted to some tasks keeps the others' patterns).
+  every = [f'{task}/{r["name"]}' for task in envs.ALL_ENVS
+           for r in rows(ml_collections.ConfigDict(dict(rc.to_dict(), skip=())), task)]
+  for field, patterns in (('skip', rc.skip), ('instances', [p for p, _ in rc.instances])):
+    for pattern in patterns:
+      if not fnmatch.filter(every, pattern):
+        errors.append(f'{field}: pattern {pattern!r} matches no row (rows are '
+                      f'<task>/<model>/<planner>_<mode>[_x<factor>][_bounded], e.g. {every[0]})')
+  if errors:
+    raise ValueError('Invalid reproduce config:\n  ' + '\n  '.join(errors))
 
 
 def row_config(c: ml_collections.ConfigDict, row: dict[str, Any]) -> ml_collections.ConfigDict:
@@ -225,7 +231,7 @@ def run_task(rc, task: str, workdir: str, say=print) -> dict[str, Any]:
           lambda fc=fc: finetune_lib.finetune(fc, taskdir))
   stage('diagnose the gap', _exists(taskdir, diagnose_gap.OUT_DIR, 'gap.json'),
         lambda: diagnose_gap.diagnose(copy.deepcopy(c), taskdir))
-  for row in rows(rc):
+  for row in rows(rc, task):
     out = os.path.join(taskdir, plan_lib.OUT_DIR, row['name'])
     stage(f'plan {row["name"]}', _exists(out, 'results.json'),
           lambda row=row: plan_lib.evaluate(row_config(c, row), taskdir,
@@ -264,7 +270,7 @@ def collect_task(rc, task: str, taskdir: str, c, timings) -> dict[str, Any]:
     models[model] = {k: e['model']['loss'][k - 1] / max(e['no_change']['loss'][k - 1], 1e-30)
                      for k in sorted({1, h})}
   evaluations = []
-  for row in rows(rc):
+  for row in rows(rc, task):
     r = _load_json(os.path.join(taskdir, plan_lib.OUT_DIR, row['name'], 'results.json'))
     evaluations.append(dict(row, success_rate=r['success_rate'],
                             ci95=r['success_rate_ci95'], num_instances=r['num_instances'],

@@ -16,7 +16,7 @@ def test_smoke_run_writes_tables_and_continues(tmp_path):
   results = reproduce.reproduce(rc, workdir, say=lines.append)
   (task,) = results['tasks']
   names = [e['name'] for e in task['evaluations']]
-  assert names == [r['name'] for r in reproduce.rows(rc)]
+  assert names == [r['name'] for r in reproduce.rows(rc, 'wall')]
   assert {'base/adam_open_loop', 'adversarial/adam_mpc', 'base/cem_mpc', 'simulator/cem_mpc',
           'base/adam_mpc_bounded', 'base/adam_mpc_x0.5'} <= set(names)
   for e in task['evaluations']:
@@ -45,10 +45,10 @@ def test_smoke_run_writes_tables_and_continues(tmp_path):
 def test_row_config_scales_budgets():
   rc = reproduce_config.get_config('cpu')
   c = reproduce.task_config(rc, 'wall')
-  rows = {r['name']: r for r in reproduce.rows(rc)}
+  rows = {r['name']: r for r in reproduce.rows(rc, 'wall')}
   adam = reproduce.row_config(c, rows['base/adam_mpc_x2'])
   assert adam.plan.adam.num_steps == 2 * c.plan.adam.num_steps
-  assert adam.plan.num_instances == c.plan.num_instances  # Sweep rows keep every problem.
+  assert adam.plan.num_instances == c.plan.num_instances
   cem = reproduce.row_config(c, rows['base/cem_mpc_x0.25'])
   assert (cem.plan.cem.num_samples, cem.plan.cem.num_elites, cem.plan.cem.num_iterations) == (
       round(c.plan.cem.num_samples / 4), round(c.plan.cem.num_elites / 4),
@@ -57,12 +57,17 @@ def test_row_config_scales_budgets():
   assert reproduce.row_config(c, rows['adversarial/cem_mpc']).plan.checkpoint == 'latest'
   ceiling = reproduce.row_config(c, rows['simulator/cem_mpc'])
   assert ceiling.plan.model == 'simulator' and ceiling.plan.simulator_cost == 'latent'
-  assert ceiling.plan.num_instances == rc.ceiling_instances > 0
+  assert ceiling.plan.num_instances == 20
   gd = reproduce.row_config(c, rows['base/gd_mpc'])
-  assert gd.plan.num_instances == rc.instances['gd_mpc'] < c.plan.num_instances
-  assert gd.plan.num_videos <= gd.plan.num_instances
+  assert gd.plan.num_instances == 10 and gd.plan.num_videos <= 10
   assert reproduce.row_config(c, rows['online/gd_open_loop']).plan.num_instances == (
       c.plan.num_instances)
+  assert 'online/gd_mpc' not in rows  # Skipped by pattern.
+  # The first matching pattern wins: the PushT ceiling and every PushT CEM row use 10 problems.
+  pusht = {r['name']: r for r in reproduce.rows(rc, 'pusht')}
+  assert pusht['simulator/cem_mpc']['instances'] == 10
+  assert pusht['base/cem_mpc_x0.25']['instances'] == 10
+  assert pusht['base/adam_mpc']['instances'] is None and 'base/mppi_mpc' not in pusht
   # Every scale's grid is valid for every task.
   for scale in reproduce_config.SCALES:
     rc = reproduce_config.get_config(scale)
@@ -77,33 +82,25 @@ def test_row_config_scales_budgets():
     ('models', ('base', 'dagger'), "unknown model 'dagger'"),
     ('sweep_models', ('online',), "sweep_models has 'online'"),
     ('bounded_models', ('online',), "bounded_models has 'online'"),
-    ('ceiling_instances', -1, 'ceiling_instances must be >= 0'),
+    ('sweep', {'adam': (0.5, 0.0)}, r"sweep\['adam'\] factors must be > 0"),
+    ('instances', (('*/*/cem_mpc', 0),), r"each entry must be \(pattern, n >= 1\)"),
+    ('instances', (('wall/base/cem_closed', 3),), "pattern 'wall/base/cem_closed' matches no row"),
+    ('skip', ('*/base/gd_mpc',), r"skip: pattern '\*/base/gd_mpc' matches no row"),
 ])
 def test_bad_reproduce_config(field, value, match):
-  rc = reproduce_config.get_config('test')  # Models: base and adversarial.
+  rc = reproduce_config.get_config('test')  # Models: base and adversarial; planner adam.
   rc[field] = value
   with pytest.raises(ValueError, match=match):
     reproduce.check_config(rc)
 
 
-def test_bad_sweep_and_instances():
+def test_skip_and_too_many_problems():
   rc = reproduce_config.get_config('test')
-  rc.sweep = {'adam': (0.5, 0.0)}
-  with pytest.raises(ValueError, match=r"sweep\['adam'\] factors must be > 0"):
-    reproduce.check_config(rc)
-  rc = reproduce_config.get_config('test')
-  rc.instances = {'cem_closed': 3}
-  with pytest.raises(ValueError, match="instances: key 'cem_closed' must be <planner>_<mode>"):
-    reproduce.check_config(rc)
-  rc = reproduce_config.get_config('test')
-  rc.skip = ('base/gd_mpc',)
-  with pytest.raises(ValueError, match=r"skip names rows the config does not have: \['base/gd_mpc'\]"):
-    reproduce.check_config(rc)
-  rc.skip = ('base/adam_mpc_bounded',)
-  assert 'base/adam_mpc_bounded' not in [r['name'] for r in reproduce.rows(rc)]
-  rc = reproduce_config.get_config('test')
-  rc.instances = {'cem_mpc': 99}
-  row = next(r for r in reproduce.rows(rc) if r['name'] == 'base/cem_mpc')
+  rc.skip = ('wall/base/adam_mpc_bounded',)
+  reproduce.check_config(rc)
+  assert 'base/adam_mpc_bounded' not in [r['name'] for r in reproduce.rows(rc, 'wall')]
+  rc.instances = (('*/*/cem_mpc', 99),)
+  row = next(r for r in reproduce.rows(rc, 'wall') if r['name'] == 'base/cem_mpc')
   with pytest.raises(ValueError, match='99 problems is more than'):
     reproduce.row_config(reproduce.task_config(rc, 'wall'), row)
   with pytest.raises(ValueError, match='Unknown reproduce scale'):
