@@ -3,11 +3,13 @@
 Scales:
   test   seconds; the CI smoke run (task `test` configs, tiny grid).
   quick  one task (wall) at reduced `cpu` sizes, about 15 minutes on 2 CPU cores: the README's
-         main command (base, AWM and OWM models; Adam and CEM under MPC, the simulator ceiling
-         and a half-budget sweep point; 20 problems).
-  cpu    the three tasks at their `cpu` configs, the full grid (PAPER.md section 6 plus MPPI,
-         GradCEM, the true-dynamics ceiling, bounded Adam and a budget sweep).
-  paper  the three tasks at their `paper` configs (a GPU; DINOv2 weights from a local file).
+         main command (base, AWM and OWM models; Adam and CEM under MPC, the CEM simulator
+         ceiling and a half-budget sweep point; 20 problems).
+  cpu    the three tasks at their `cpu` configs: the grid of PAPER.md section 6 plus MPPI,
+         GradCEM, the true-dynamics ceiling, bounded Adam and a budget sweep, with the costliest
+         rows on fewer problems or left out (see below) to fit 2 CPU cores in a few hours.
+  paper  the three tasks at their `paper` configs, every row on 50 problems (a GPU; DINOv2
+         weights from a local file).
 """
 
 import ml_collections
