@@ -340,7 +340,7 @@ def _on_same_problems(e: dict[str, Any], ev: list[dict[str, Any]]) -> str:
   for planner in ('adam', 'cem'):
     ref = next((r for r in ev if r['kind'] == 'grid' and r['model'] == model
                 and r['planner'] == planner and r['mode'] == 'mpc'), None)
-    if ref is not None and ref['num_instances'] > e['num_instances']:
+    if ref is not None and ref is not e and ref['num_instances'] >= e['num_instances']:
       ok = ref['instance_success'][:e['num_instances']]
       out.append(f'{planner} {100 * sum(ok) / len(ok):.0f}')
   return ', '.join(out) or '-'
