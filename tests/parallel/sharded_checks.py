@@ -112,7 +112,8 @@ def evaluate_check(out, mesh, setup):
 def plan_check(out, mesh, setup):
   del setup  # Unused: the simulator plans.
   c = wall.get_config('test')
-  c.plan.update(planner='cem', mode='open_loop', model='simulator', num_instances=8, num_videos=0)
+  c.plan.update(planner='cem', mode='open_loop', model='simulator', simulator_cost='state',
+                num_instances=8, num_videos=0)
   runs = {}
   with tempfile.TemporaryDirectory() as tmp:
     for name, m in (('one', parallel.make_mesh(jax.devices()[:1])), ('mesh', mesh)):
