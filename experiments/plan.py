@@ -197,11 +197,7 @@ def load_stats(config, workdir: str, env, meta: dict | None) -> tuple[data_lib.S
   if meta is not None:
     raise FileNotFoundError(f'No dataset at {path}: planning needs the normalisation statistics '
                             'the world model was trained with.')
-  zeros = lambda n: jnp.zeros((n,), jnp.float32)
-  ones = lambda n: jnp.ones((n,), jnp.float32)
-  stats = data_lib.Stats(env.action_mean, env.action_std, zeros(env.proprio_size),
-                         ones(env.proprio_size), zeros(env.state_size), ones(env.state_size))
-  return stats, 'env nominal (no dataset)'
+  return data_lib.nominal_stats(env), 'env nominal (no dataset)'
 
 
 def sample_problems(env, num: int, seed: int):

@@ -89,10 +89,11 @@ def task_config(rc: ml_collections.ConfigDict, task: str) -> ml_collections.Conf
 
 
 # ------------------------------------------------------------------------------------ rows
-def rows(rc: ml_collections.ConfigDict, task: str) -> list[dict[str, Any]]:
-  """Every planning evaluation of a task, cheapest planners first: {'model', 'planner', 'mode',
-  'kind', 'factor', 'bounded', 'simulator', 'instances', 'name'}; `name` is its folder under plan/
-  and `instances` its number of problems (None: the task's plan.num_instances)."""
+def rows(rc: ml_collections.ConfigDict, task: str, skip: bool = True) -> list[dict[str, Any]]:
+  """Every planning evaluation of a task, cheapest planners first (without those `rc.skip`
+  names, unless `skip` is False): {'model', 'planner', 'mode', 'kind', 'factor', 'bounded',
+  'simulator', 'instances', 'name'}; `name` is its folder under plan/ and `instances` its number
+  of problems (None: the task's plan.num_instances)."""
   out = []
 
   def add(model, planner, mode, kind, factor=1.0, bounded=False, simulator=False):
@@ -124,8 +125,8 @@ def rows(rc: ml_collections.ConfigDict, task: str) -> list[dict[str, Any]]:
   dupes = sorted({n for n in names if names.count(n) > 1})
   if dupes:
     raise ValueError(f'The reproduce config lists these evaluations twice: {dupes}.')
-  return [r for r in out
-          if not any(fnmatch.fnmatchcase(f'{task}/{r["name"]}', p) for p in rc.skip)]
+  return [r for r in out if not skip
+          or not any(fnmatch.fnmatchcase(f'{task}/{r["name"]}', p) for p in rc.skip)]
 
 
 def check_config(rc: ml_collections.ConfigDict) -> None:
@@ -157,7 +158,7 @@ def check_config(rc: ml_collections.ConfigDict) -> None:
     raise ValueError('Invalid reproduce config:\n  ' + '\n  '.join(errors))
   # Patterns may name any task (a run restricted to some tasks keeps the others' patterns).
   every = [f'{task}/{r["name"]}' for task in envs.ALL_ENVS
-           for r in rows(ml_collections.ConfigDict(dict(rc.to_dict(), skip=())), task)]
+           for r in rows(rc, task, skip=False)]
   for field, patterns in (('skip', rc.skip), ('instances', [p for p, _ in rc.instances])):
     for pattern in patterns:
       if not fnmatch.filter(every, pattern):

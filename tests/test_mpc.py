@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import optax
 import pytest
 
+from wmjax import data as data_lib
 from wmjax import envs
 from wmjax import planning
 from wmjax.planning import mpc
@@ -99,7 +100,7 @@ def test_rendered_latent_ceiling_scores_like_the_world_model():
   observe = mpc.pixel_observer(env, normalizer, 16)
   init, goal = _wall_problems(env, 1)
   params = wm.init(jax.random.key(0), observe(init[0]))
-  stats = planning_stats(env)
+  stats = data_lib.nominal_stats(env)
   problem = mpc.simulator_problem(env, stats, frameskip=FRAMESKIP, objective='last',
                                   latent_fn=mpc.rendered_latent_fn(env, wm, params))
   cost = problem.make_cost(observe(init[0]), observe(goal[0]))
@@ -114,15 +115,6 @@ def test_rendered_latent_ceiling_scores_like_the_world_model():
   assert float(cost(actions)) == pytest.approx(float(want), rel=1e-2, abs=1e-5)
   g = jax.grad(cost)(actions)
   assert bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).sum()) > 0
-
-
-def planning_stats(env):
-  """Dataset-like statistics from the env's nominal ranges (what simulator_problem reads)."""
-  from wmjax import data as data_lib  # pylint: disable=g-import-not-at-top
-  z = lambda n: jnp.zeros((n,), jnp.float32)
-  o = lambda n: jnp.ones((n,), jnp.float32)
-  return data_lib.Stats(env.action_mean, env.action_std, z(env.proprio_size),
-                        o(env.proprio_size), z(env.state_size), o(env.state_size))
 
 
 def test_bad_input():

@@ -25,6 +25,7 @@ from wmjax.data.loader import normalize_actions
 from wmjax.data.loader import normalize_proprio
 from wmjax.data.loader import sample_windows
 from wmjax.data.loader import split
+from wmjax.data.loader import nominal_stats
 from wmjax.data.loader import Stats
 from wmjax.data.loader import stats_from_meta
 from wmjax.data.loader import steps_per_epoch
@@ -49,6 +50,7 @@ __all__ = [
     'load_dataset',
     'make_loader',
     'matches_generation',
+    'nominal_stats',
     'normalize_actions',
     'normalize_proprio',
     'read_meta',

@@ -50,6 +50,15 @@ def stats_from_meta(meta: Mapping[str, Any]) -> Stats:
   return Stats(*(jnp.asarray(s[f], jnp.float32) for f in Stats._fields))
 
 
+def nominal_stats(env: base.Env) -> Stats:
+  """Stats without a dataset: the env's nominal action mean / std, identity proprio and state."""
+  zeros = lambda n: jnp.zeros((n,), jnp.float32)
+  ones = lambda n: jnp.ones((n,), jnp.float32)
+  return Stats(jnp.asarray(env.action_mean, jnp.float32), jnp.asarray(env.action_std, jnp.float32),
+               zeros(env.proprio_size), ones(env.proprio_size), zeros(env.state_size),
+               ones(env.state_size))
+
+
 def _tile(x: jax.Array, width: int) -> jax.Array:
   if width % x.shape[-1]:
     raise ValueError(f'Action width {width} is not a multiple of the raw action size '
