@@ -255,8 +255,14 @@ def test_wall_blocked_moves_stop_at_the_face():
   np.testing.assert_allclose(step(jnp.array([36.0, 40.0]), jnp.array([-1.0, 0.5])),
                              [35.0, 40.5])
   np.testing.assert_allclose(step(jnp.array([59.0, 30.0]), jnp.array([1.0, 0.0])), [60.0, 30.0])
-  # Actions are clipped to [-1, 1].
-  np.testing.assert_allclose(step(jnp.array([10.0, 10.0]), jnp.array([5.0, -0.5])), [12.0, 9.0])
+  # Actions are executed unclipped, as DINO-WM's DotWall does: a = (3, 0) moves 6 px.
+  np.testing.assert_allclose(step(jnp.array([10.0, 10.0]), jnp.array([5.0, -0.5])), [20.0, 9.0])
+  np.testing.assert_allclose(step(jnp.array([10.0, 40.0]), jnp.array([3.0, 0.0])), [16.0, 40.0])
+  # A long move still stops at the first face it meets, and the option clips.
+  np.testing.assert_allclose(step(jnp.array([20.0, 10.0]), jnp.array([10.0, 0.0])), [29.0, 10.0])
+  clipped = envs.load('wall', clip_actions=True)
+  np.testing.assert_allclose(clipped.step(clipped.reset_to(jnp.array([10.0, 10.0])),
+                                          jnp.array([5.0, -0.5])).data, [12.0, 9.0])
 
 
 def test_wall_reference_bugs_are_fixed():

@@ -81,12 +81,13 @@ def test_block_static_when_not_pushed():
 
 # Pushes along a line through the block's pivot (45 px below the top-edge midpoint), so
 # they translate the T without turning it. (start agent, action, expected direction,
-# largest turn in rad).
+# largest turn in rad, largest sideways drift of the top-edge midpoint in px).
 _PUSHES = {
-    # On the stem's left face, 5 px below the pivot so the disk clears the crossbar.
-    'right': ((256 - 15 - 15 - 10, 250), (0.5, 0.0), (1.0, 0.0), 0.1),
-    'down': ((256, 200 - 15 - 10), (0.0, 0.5), (0.0, 1.0), 0.01),  # On the crossbar's top.
-    'up': ((256, 320 + 15 + 10), (0.0, -0.5), (0.0, -1.0), 0.01),  # On the stem's bottom.
+    # On the stem's left face, 5 px below the pivot so the disk clears the crossbar: it
+    # turns the T a little (gym-pusht, same push: -0.18 rad, -7.6 px sideways).
+    'right': ((256 - 15 - 15 - 10, 250), (0.5, 0.0), (1.0, 0.0), 0.25, 10.0),
+    'down': ((256, 200 - 15 - 10), (0.0, 0.5), (0.0, 1.0), 0.01, 1.0),  # Crossbar's top.
+    'up': ((256, 320 + 15 + 10), (0.0, -0.5), (0.0, -1.0), 0.01, 1.0),  # Stem's bottom.
 }
 
 
@@ -103,7 +104,7 @@ def test_push_moves_block_along_push_then_it_stops():
     moved = states[i, push, 2:4] - states[i, 0, 2:4]
     direction = np.asarray(_PUSHES[name][2])
     assert moved @ direction > 60.0, (name, moved)  # ~20 px/step once in contact.
-    assert abs(moved @ direction[::-1]) < 3.0, (name, moved)  # No sideways drift.
+    assert abs(moved @ direction[::-1]) < _PUSHES[name][4], (name, moved)  # Sideways drift.
     assert abs(states[i, push, 4]) < _PUSHES[name][3], name  # Through the pivot: no turn.
     assert gap[i, :push + 1].min() > -3.0, name  # Contacts stay shallow.
     # Contact ends during the retreat; two steps later the block is at rest.
@@ -227,7 +228,7 @@ def test_long_random_episode_jitted_vmapped_finite_and_inside():
     start = chunk[:, -1]
   states = np.concatenate(states, 1)
   assert np.isfinite(states).all()
-  assert (states[..., :2] >= 0).all() and (states[..., :2] <= 512).all()
+  # The pusher is not held in (gym-pusht's kinematic agent passes the walls); the block is.
   corners = jax.vmap(lambda sv: pusht_lib.to_world(sv, jnp.asarray(pusht_lib.T_VERTICES)))(
       jnp.asarray(states.reshape(-1, 7)))
   assert float(corners.min()) > -10.0 and float(corners.max()) < 522.0

@@ -12,7 +12,8 @@ Every task exposes:
     rasteriser usable inside jit/vmap;
   * `success(state_vector, goal_state_vector)` and `distance(...)`;
   * `sample_problem(key)` -> (initial state vector, goal state vector);
-  * raw action bounds (`action_low`, `action_high`, shape (A,)) and nominal action
+  * raw action bounds (`action_low`, `action_high`, shape (A,): the behaviour data's range
+    and what bounded planners and `clip_actions=True` use) and nominal action
     normalisation statistics (`action_mean`, `action_std`).
 """
 
@@ -64,7 +65,11 @@ class Env(abc.ABC):
 
   @abc.abstractmethod
   def step(self, state: State, action: jax.Array) -> State:
-    """One env step with a raw action (A,). Actions outside the bounds are clipped."""
+    """One env step with a raw action (A,).
+
+    Actions are executed as the task's reference executes them: Wall and PushT unclipped
+    (their `clip_actions=True` option clips to the bounds), PointMaze clipped to [-1, 1].
+    """
 
   @abc.abstractmethod
   def state_vector(self, state: State) -> jax.Array:

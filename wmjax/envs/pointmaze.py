@@ -162,7 +162,7 @@ class PointMaze(base.Env):
   action_size = 2
 
   def __init__(self, layout: str = U_MAZE, substeps: int = 5, solver_iterations: int = 4,
-               ls_iterations: int = 8):
+               ls_iterations: int = 8, clip_actions: bool = True):
     """Builds the MJCF model and copies it to the device once.
 
     Args:
@@ -170,7 +170,13 @@ class PointMaze(base.Env):
       substeps: simulator steps of 0.01 s per env step (D4RL frame_skip: 5).
       solver_iterations: constraint solver iterations.
       ls_iterations: solver line-search iterations.
+      clip_actions: must be True: the reference clips forces to [-1, 1] (the motors'
+        ctrlrange); accepted so every task takes the same option.
     """
+    if not clip_actions:
+      raise ValueError('pointmaze: clip_actions=False is not supported; the reference '
+                       '(D4RL / gymnasium-robotics) clips forces to [-1, 1].')
+    self.clip_actions = True
     if substeps < 1:
       raise ValueError(f'substeps must be >= 1, got {substeps}.')
     free = ~parse_layout(layout)

@@ -8,34 +8,38 @@ edge and the block angle, with the T's local frame mapped to the world by
 turns the T clockwise on screen). The T rotates about the point 45 px below the top-edge
 midpoint (gym-pusht's centre of gravity).
 
-Control (section 5): relative PD targets. A raw action a in [-1, 1]^2 sets the target
-`agent_xy + 100 a` (clipped to the reachable workspace), held over one env step of 10
-physics substeps of 0.01 s (10 Hz control); each substep applies the acceleration
-`k_p (target - pos) - k_v vel` with k_p = 100, k_v = 20.
+Control (section 5): relative PD targets, as DINO-WM drives gym-pusht. A raw action a sets
+the target `agent_xy + 100 a`, executed as given (no clipping of a or of the target; the
+reference's pusher may leave the workspace), held over one env step of 10 physics substeps
+of 0.01 s (10 Hz control); each substep applies the acceleration
+`k_p (target - pos) - k_v vel` with k_p = 100, k_v = 20. `PushT(clip_actions=True)` clips a
+to [-1, 1] and the target to [15, 497] px instead (not the reference).
 
-Physics choices (the MJX scene):
+Physics choices (the MJX scene), each checked against gym-pusht (pymunk) on scripted
+pushes by `tests/test_referee.py`:
   * Simulated in units of 100 px (`_SCALE`); the state vector, targets and images are px.
   * The pusher is a sphere (MJX has no cylinder-box collision) on two slide joints, driven
     by the force `mass * PD acceleration`. gym-pusht's agent is kinematic (it ignores the
-    block); here the pusher is 30x heavier than the block, so pushing slows it by ~5%
-    (a heavier one squeezes the block deeper into walls, see below).
+    block and the walls); here the pusher is 300x heavier than the block, so pushing slows
+    it by < 1%, and it does not collide with the walls.
   * The block is a planar body (slide x, slide y, hinge z) whose joints sit at the centre
-    of rotation. Planar joints get no floor friction from contacts, so the table is
-    emulated with joint damping: gym-pusht zeroes the block's velocity every substep
-    (pymunk space damping 0), i.e. the block moves only while pushed. Here the damping
-    time constant is m / c = 0.02 s, so a freed block keeps e^-5 < 1% of its speed one env
-    step after contact ends and is at rest (< 1e-2 px/step) two steps later. The
-    rotational damping is the translational one times I / m (gym-pusht's I / m, see
-    `_block_inertia`), so a push turns the block as much, relative to how far it shifts
-    it, as in the velocity-zeroing reference. The Euler integrator treats joint damping
-    implicitly, so this stiff damping is stable. A block with no pusher near it never
-    moves (no gravity, no other force).
-  * All contacts are frictionless (condim 1): pusher-block as in the reference, and
-    against the four workspace walls (planes at 0 and 512 px) that keep both bodies
-    inside. Pusher targets are also clipped to [15, 497] px. Contacts are stiffened
-    (solimp 0.99): pushes penetrate ~0.5 px (rarely 3-4); a block squeezed between the
-    pusher and a wall can still sink up to ~8 px into the wall (0.7% of expert-data
-    states > 2 px; gym-pusht's kinematic agent has the same failure mode).
+    of rotation. gym-pusht zeroes the block's velocity every substep (pymunk space damping
+    0): the block moves only while pushed, by the contact impulses. Planar joints get no
+    floor friction from contacts, so this is emulated with joint damping of time constant
+    m / c = 0.008 s (a freed block keeps e^-12 of its speed one env step after contact
+    ends). The rotational damping is the translational one times I / m, so a push turns
+    the block as much, relative to how far it shifts it, as the reference's impulses do.
+    The Euler integrator treats joint damping implicitly, so this stiff damping is stable.
+  * The block's moment of inertia is the reference's as it is computed there, quirk
+    included: gym-pusht sums `moment_for_poly` of the crossbar twice (the stem's term is
+    computed from the crossbar's vertices), I = 2 x 1500 = 3000 px^2 for mass 1, not the
+    7875 px^2 of the two boxes. The angle a push gives the block scales with m / I, so
+    this constant is what makes the block turn like DINO-WM's data.
+  * All contacts are frictionless (condim 1): pymunk shapes default to friction 0 (the
+    reference sets `friction` on the bodies, which pymunk ignores). The block meets four
+    walls where gym-pusht's segment walls (at 5 and 506 px, radius 2) have their inner
+    faces: planes at 7 and 504 px. Contacts are stiffened (solimp 0.99); pushes penetrate
+    ~0.5 px.
   * The constraint solver is capped (4 iterations, 8 line-search iterations): ~5x faster
     on batched contact scenes.
 
@@ -57,6 +61,7 @@ from wmjax.envs import render as render_lib
 
 # --- Geometry, px (section 5). ------------------------------------------------------
 WORKSPACE = 512.0      # Side of the square workspace.
+WALL_LOW, WALL_HIGH = 7.0, 504.0  # Inner faces of gym-pusht's walls (segments at 5 / 506, r 2).
 PUSHER_RADIUS = 15.0   # Pusher disk radius.
 BAR_HALF = (60.0, 15.0)    # Crossbar half extents (120 x 30).
 STEM_HALF = (15.0, 45.0)   # Stem half extents (30 x 90).
@@ -79,22 +84,21 @@ TIMESTEP = 0.01        # Physics substep, s.
 # --- Simulation. -----------------------------------------------------------------------
 _SCALE = 100.0         # px per simulation unit.
 _BLOCK_MASS = 1.0
-_PUSHER_MASS = 30.0
-_DAMPING_TIME = 0.02   # s: block velocity decays as exp(-t / _DAMPING_TIME) once free.
+_PUSHER_MASS = 300.0
+_DAMPING_TIME = 0.008  # s: block velocity decays as exp(-t / _DAMPING_TIME) once free.
 
 
 def _block_inertia() -> float:
-  """The block's moment of inertia, sim units (mass `_BLOCK_MASS`).
+  """The block's moment of inertia, sim units (mass `_BLOCK_MASS`), as gym-pusht computes it.
 
-  gym-pusht gives its T (mass 1) the sum of each box's moment about the top-edge midpoint
-  computed as if each box had the full mass: 1500 + 6375 = 7875 px^2. Only the ratio
-  I / m matters for a quasi-static block (it sets how much a push turns the T relative to
-  how far it shifts it), so that value is kept for fidelity.
+  gym-pusht gives its T (mass 1) `moment_for_poly(crossbar) + moment_for_poly(crossbar)`
+  (the second term was meant for the stem but reuses the crossbar's vertices), each about
+  the top-edge midpoint with the full mass: 2 x 1500 = 3000 px^2. DINO-WM's data and the
+  paper's numbers come from that simulator, so its value is the spec.
   """
-  total = 0.0
-  for (hw, hh), (cx, cy) in ((BAR_HALF, BAR_CENTER), (STEM_HALF, STEM_CENTER)):
-    total += ((2 * hw)**2 + (2 * hh)**2) / 12.0 + cx**2 + cy**2
-  return _BLOCK_MASS * total / _SCALE**2
+  (hw, hh), (cx, cy) = BAR_HALF, BAR_CENTER
+  crossbar = ((2 * hw)**2 + (2 * hh)**2) / 12.0 + cx**2 + cy**2
+  return _BLOCK_MASS * 2.0 * crossbar / _SCALE**2
 
 
 def _model_xml() -> str:
@@ -103,6 +107,7 @@ def _model_xml() -> str:
   c_lin = _BLOCK_MASS / _DAMPING_TIME
   c_rot = inertia / _DAMPING_TIME
   w = WORKSPACE / s
+  lo, hi = WALL_LOW / s, WALL_HIGH / s
   bar = (BAR_CENTER[0] - PIVOT[0], BAR_CENTER[1] - PIVOT[1])
   stem = (STEM_CENTER[0] - PIVOT[0], STEM_CENTER[1] - PIVOT[1])
   return f"""
@@ -113,14 +118,20 @@ def _model_xml() -> str:
     <geom condim="1" friction="0 0 0" solimp="0.99 0.99 0.001"/>
   </default>
   <worldbody>
-    <geom name="wall_left" type="plane" size="0 0 1" pos="0 {w / 2} 0" zaxis="1 0 0"/>
-    <geom name="wall_right" type="plane" size="0 0 1" pos="{w} {w / 2} 0" zaxis="-1 0 0"/>
-    <geom name="wall_top" type="plane" size="0 0 1" pos="{w / 2} 0 0" zaxis="0 1 0"/>
-    <geom name="wall_bottom" type="plane" size="0 0 1" pos="{w / 2} {w} 0" zaxis="0 -1 0"/>
+    <!-- Collision groups: walls (2) meet the block (3) only; the pusher (1) meets the block. -->
+    <geom name="wall_left" type="plane" size="0 0 1" pos="{lo} {w / 2} 0" zaxis="1 0 0"
+          contype="2" conaffinity="2"/>
+    <geom name="wall_right" type="plane" size="0 0 1" pos="{hi} {w / 2} 0" zaxis="-1 0 0"
+          contype="2" conaffinity="2"/>
+    <geom name="wall_top" type="plane" size="0 0 1" pos="{w / 2} {lo} 0" zaxis="0 1 0"
+          contype="2" conaffinity="2"/>
+    <geom name="wall_bottom" type="plane" size="0 0 1" pos="{w / 2} {hi} 0" zaxis="0 -1 0"
+          contype="2" conaffinity="2"/>
     <body name="pusher">
       <joint name="pusher_x" type="slide" axis="1 0 0"/>
       <joint name="pusher_y" type="slide" axis="0 1 0"/>
-      <geom name="pusher" type="sphere" size="{PUSHER_RADIUS / s}" mass="{_PUSHER_MASS}"/>
+      <geom name="pusher" type="sphere" size="{PUSHER_RADIUS / s}" mass="{_PUSHER_MASS}"
+            contype="1" conaffinity="1"/>
     </body>
     <body name="block">
       <joint name="block_x" type="slide" axis="1 0 0" damping="{c_lin}"/>
@@ -128,9 +139,9 @@ def _model_xml() -> str:
       <joint name="block_angle" type="hinge" axis="0 0 1" damping="{c_rot}"/>
       <inertial pos="0 0 0" mass="{_BLOCK_MASS}" diaginertia="{inertia} {inertia} {inertia}"/>
       <geom name="bar" type="box" pos="{bar[0] / s} {bar[1] / s} 0"
-            size="{BAR_HALF[0] / s} {BAR_HALF[1] / s} 0.1"/>
+            size="{BAR_HALF[0] / s} {BAR_HALF[1] / s} 0.1" contype="3" conaffinity="3"/>
       <geom name="stem" type="box" pos="{stem[0] / s} {stem[1] / s} 0"
-            size="{STEM_HALF[0] / s} {STEM_HALF[1] / s} 0.1"/>
+            size="{STEM_HALF[0] / s} {STEM_HALF[1] / s} 0.1" contype="3" conaffinity="3"/>
     </body>
   </worldbody>
   <actuator>
@@ -186,7 +197,12 @@ def pusher_gap(state_vector: jax.Array) -> jax.Array:
 
 
 class PushT(base.Env):
-  """PushT task (module docstring has the physics); one instance, vmap to batch."""
+  """PushT task (module docstring has the physics); one instance, vmap to batch.
+
+  Args:
+    clip_actions: clip raw actions to [-1, 1] and PD targets to the workspace. Off by
+      default: gym-pusht in DINO-WM's relative mode executes `agent + 100 a` as given.
+  """
 
   name = 'pusht'
   state_size = 7
@@ -195,7 +211,8 @@ class PushT(base.Env):
   dt = SUBSTEPS * TIMESTEP
   contact_tolerance = 1.0  # px: `pusher_gap` below this counts as contact (metrics).
 
-  def __init__(self):
+  def __init__(self, clip_actions: bool = False):
+    self.clip_actions = bool(clip_actions)
     self._mj_model = mujoco.MjModel.from_xml_string(_model_xml())
     self._model = mjx.put_model(self._mj_model)
 
@@ -257,12 +274,13 @@ class PushT(base.Env):
 
   def step(self, state: base.State, action: jax.Array) -> base.State:
     self.check_action(action)
-    action = jnp.clip(action, self.action_low, self.action_high)
     data = state.data
     # Section 5: relative PD target, held for the whole env step.
-    lo = PUSHER_RADIUS / _SCALE
-    hi = (WORKSPACE - PUSHER_RADIUS) / _SCALE
-    target = jnp.clip(data.qpos[:2] + ACTION_SCALE / _SCALE * action, lo, hi)
+    if self.clip_actions:
+      action = jnp.clip(action, self.action_low, self.action_high)
+    target = data.qpos[:2] + ACTION_SCALE / _SCALE * action
+    if self.clip_actions:
+      target = jnp.clip(target, PUSHER_RADIUS / _SCALE, (WORKSPACE - PUSHER_RADIUS) / _SCALE)
 
     def substep(d, _):
       acc = KP * (target - d.qpos[:2]) - KV * d.qvel[:2]

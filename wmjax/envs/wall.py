@@ -56,18 +56,20 @@ def inside_wall(pos: jax.Array) -> jax.Array:
   return in_column & ((y < DOOR_Y0) | (y > DOOR_Y1))
 
 
-def move(pos: jax.Array, action: jax.Array) -> jax.Array:
+def move(pos: jax.Array, action: jax.Array, clip: bool = False) -> jax.Array:
   """One DotWall transition (paper section 5: next = pos + 2 a, blocked by walls).
 
   Args:
     pos: (2,) current position, inside the free space.
-    action: (2,) raw action, clipped to [-1, 1].
+    action: (2,) raw action; executed as given (the reference moves 2 a for any a), or
+      clipped to [-1, 1] first when `clip`.
+    clip: static; clip the action to [-1, 1].
 
   Returns:
     (2,) next position: pos + 2 a, or the first point where the segment meets a
     border or a wall face.
   """
-  a = jnp.clip(action, -1.0, 1.0)
+  a = jnp.clip(action, -1.0, 1.0) if clip else action
   d = STEP_SCALE * a
   p = pos
   q = p + d
@@ -140,13 +142,22 @@ def _grid(size: int) -> tuple[jax.Array, jax.Array]:
 
 
 class Wall(base.Env):
-  """DotWall (paper section 5): S = 2 (x, y), P = 2 (x, y), A = 2 in [-1, 1]."""
+  """DotWall (paper section 5): S = 2 (x, y), P = 2 (x, y), A = 2 (nominally [-1, 1]).
+
+  Args:
+    clip_actions: clip raw actions to [-1, 1] before the move. Off by default: DINO-WM's
+      DotWall moves the dot by 2 a for any a (a = (3, 0) moves 6 px), and the paper's
+      unbounded gradient planner is executed as planned.
+  """
 
   name = 'wall'
   state_size = 2
   proprio_size = 2
   action_size = 2
   dt = 1.0  # One kinematic move per env step; no physical time.
+
+  def __init__(self, clip_actions: bool = False):
+    self.clip_actions = bool(clip_actions)
 
   def _state(self, pos: jax.Array) -> base.State:
     pos = jnp.asarray(pos, jnp.float32)
@@ -180,7 +191,7 @@ class Wall(base.Env):
 
   def step(self, state: base.State, action: jax.Array) -> base.State:
     self.check_action(action)
-    return self._state(move(state.data, action))
+    return self._state(move(state.data, action, self.clip_actions))
 
   def state_vector(self, state: base.State) -> jax.Array:
     return state.data
