@@ -27,6 +27,10 @@ def base_config(task: str, variant: str) -> ml_collections.ConfigDict:
   c.seed = 0               # Master seed of the run.
   c.frameskip = 5          # Raw env steps per model action (paper: 5).
   c.image_size = 64        # Rendered image side in pixels (paper path: 224).
+  c.clip_actions = ml_collections.config_dict.placeholder(bool)
+                           # None: execute raw actions as the task's reference does (Wall and
+                           # PushT unclipped, PointMaze clipped to [-1, 1]); True clips Wall's
+                           # and PushT's actions to [-1, 1] (an ablation, not the reference).
 
   # Offline dataset (experiments/generate_data.py).
   c.data = ml_collections.ConfigDict()

@@ -42,7 +42,9 @@ SUCCESS_RADIUS = 0.5   # Paper section 5: position distance < 0.5.
 # Positions are sampled at least this far from walls (ball radius + 0.1), as DINO-WM's
 # evaluation sampler does (x in [0.5, 1.1] in a corridor spanning [0.3, 1.3]).
 SAMPLE_CLEARANCE = 0.2
-MIN_SEPARATION = 1.0   # Evaluation start and goal are at least this far apart.
+# Evaluation problems (DINO-WM env/pointmaze `sample_random_init_goal_states`): start and goal
+# velocities uniform in +-5.2262554 per axis; start and goal independent (no separation).
+EVAL_MAX_SPEED = 5.2262554
 _NUM_CANDIDATES = 64   # Rejection-sampling candidates (~40% valid: failure odds < 1e-11).
 
 _BACKGROUND_RGB = (0.15, 0.25, 0.35)
@@ -236,15 +238,14 @@ class PointMaze(base.Env):
     return self.reset_to(jnp.concatenate([self.sample_position(k_pos), vel]))
 
   def sample_problem(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Start and goal uniform in the corridors, >= 1.0 apart, at rest."""
-    k_start, k_goal = jax.random.split(key)
+    """DINO-WM's evaluation sampler (`goal_source: random_state`): start and goal drawn
+    independently, uniform in the corridors, each with a velocity uniform in
+    +-`EVAL_MAX_SPEED` per axis; no minimum separation (a start may already succeed)."""
+    k_start, k_goal, k_vel = jax.random.split(key, 3)
     start = self.sample_position(k_start)
-    cands = self._sample_positions(k_goal, _NUM_CANDIDATES)
-    ok = jax.vmap(self._valid)(cands) & (
-        jnp.linalg.norm(cands - start, axis=-1) >= MIN_SEPARATION)
-    goal = cands[jnp.argmax(ok)]
-    zeros = jnp.zeros((2,), jnp.float32)
-    return jnp.concatenate([start, zeros]), jnp.concatenate([goal, zeros])
+    goal = self.sample_position(k_goal)
+    vel = jax.random.uniform(k_vel, (2, 2), minval=-EVAL_MAX_SPEED, maxval=EVAL_MAX_SPEED)
+    return jnp.concatenate([start, vel[0]]), jnp.concatenate([goal, vel[1]])
 
   # -- dynamics ---------------------------------------------------------------
   def step(self, state: base.State, action: jax.Array) -> base.State:
