@@ -74,6 +74,10 @@ PIVOT = (0.0, 45.0)
 T_VERTICES = np.array([(-60, 0), (60, 0), (60, 30), (15, 30), (15, 120), (-15, 120),
                        (-15, 30), (-60, 30)], np.float32)
 
+# --- Evaluation problems (section 5). ---------------------------------------------------
+PROBLEM_STEPS = 25     # Goal: this many env steps along the trajectory (DINO-WM goal_H 5 x 5).
+PROBLEM_WARMUP = 50    # The start lies a uniform 0..50 expert steps into the trajectory.
+
 # --- Control (section 5). --------------------------------------------------------------
 KP = 100.0             # PD position gain, 1/s^2.
 KV = 20.0              # PD velocity gain, 1/s.
@@ -338,11 +342,14 @@ class PushT(base.Env):
     return jnp.sqrt(pos_err**2 + (BAR_HALF[0] * angle_err)**2)
 
   def sample_problem(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Section 5: the goal is the state 25 env steps along a held-out expert trajectory
-    from a random start (always reachable)."""
+    """Section 5 / DINO-WM: start at a random point of a held-out expert trajectory and take
+    as goal the state 25 env steps further along it (always reachable). The trajectory
+    starts at a reset; the start is after a uniform 0-`PROBLEM_WARMUP` expert steps, so
+    the pusher is usually already at the block, as mid-trajectory starts are."""
     # Imported here: wmjax.data.policies imports this module (task geometry).
     from wmjax.data import policies  # pylint: disable=g-import-not-at-top
-    return _expert_problem(self, policies.pusht_expert(self), key, 25)
+    return _expert_problem(self, policies.pusht_expert(self), key, PROBLEM_STEPS,
+                           PROBLEM_WARMUP)
 
   # --- Actions. -----------------------------------------------------------------------
 
@@ -356,8 +363,9 @@ class PushT(base.Env):
 
   @property
   def action_std(self) -> jax.Array:
-    """Nominal std of raw behaviour actions: the scripted expert measures ~0.51 per axis."""
-    return jnp.full((2,), 0.5)
+    """Nominal std of raw behaviour actions: the scripted expert measures ~0.24 per axis
+    (DINO-WM's PushT data: ~0.2)."""
+    return jnp.full((2,), 0.24)
 
 
 def _errors(state_vector: jax.Array, goal: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -376,17 +384,21 @@ def _t_sdf_image(xs: jax.Array, ys: jax.Array, sv: jax.Array) -> jax.Array:
   return jnp.minimum(boxes[0], boxes[1])
 
 
-def _expert_problem(env: PushT, policy, key: jax.Array,
-                    steps: int) -> tuple[jax.Array, jax.Array]:
-  """(start (7,), state after `steps` policy steps (7,)) from a random reset."""
-  k_reset, k_init, k_roll = jax.random.split(key, 3)
+def _expert_problem(env: PushT, policy, key: jax.Array, steps: int,
+                    warmup: int) -> tuple[jax.Array, jax.Array]:
+  """(start (7,), state `steps` policy steps later (7,)) along one policy trajectory from a
+  random reset, the start after a uniform number of steps in [0, warmup]."""
+  k_reset, k_init, k_roll, k_offset = jax.random.split(key, 4)
   state = env.reset(k_reset)
   pstate = policy.init(k_init, state)
 
   def body(carry, k):
     s, p = carry
     a, p = policy.act(p, s, k)
-    return (env.step(s, a), p), None
+    s = env.step(s, a)
+    return (s, p), env.state_vector(s)
 
-  (final, _), _ = lax.scan(body, (state, pstate), jax.random.split(k_roll, steps))
-  return env.state_vector(state), env.state_vector(final)
+  _, path = lax.scan(body, (state, pstate), jax.random.split(k_roll, warmup + steps))
+  path = jnp.concatenate([env.state_vector(state)[None], path])
+  offset = jax.random.randint(k_offset, (), 0, warmup + 1)
+  return path[offset], path[offset + steps]
