@@ -27,12 +27,15 @@ FLOPs are therefore the cost analysis of its loop-free unit times the number of 
         full num_hist-frame window from its first step: fixed shapes);
   adam: horizon x (steps x one predictor forward + backward w.r.t. its inputs + one forward).
 Units are counted on the XLA-attention program (`Lowered.cost_analysis`, no compile), since XLA
-cannot see inside the cuDNN attention custom call: every --attention choice gets the same count.
+cannot see inside the cuDNN attention custom call: every --attention choice gets the same count,
+that of the masked form (all T x T frame blocks of logits; the 'prefix' form that cuDNN runs
+computes T (T + 1) / 2 of them, see wmjax/models/attention.py).
 A row that fails (e.g. a fused kernel the card or jax version lacks) is recorded with its error
 and the other rows still run; the exit status is then non-zero.
 
   python benchmarks/gpu.py                                     # float32, attention auto
   python benchmarks/gpu.py --dtype bfloat16 --pad_width_to 128 --json_out /tmp/gpu.json
+  python benchmarks/gpu.py --dtype bfloat16 --attention cudnn --attention_method mask --rows forward
   python benchmarks/gpu.py --sizes tiny                        # seconds on a CPU (tests)
   python benchmarks/gpu.py --flops_only                        # FLOP counts only, nothing runs
 """
@@ -64,6 +67,7 @@ from experiments.configs import pusht as pusht_config
 from wmjax import machine as machine_lib
 from wmjax import planning
 from wmjax import training
+from wmjax.models import attention as attention_lib
 from wmjax.models import predictor as predictor_lib
 
 ROWS = ('forward', 'cem', 'adam', 'train')
@@ -169,6 +173,10 @@ def _define_flags() -> types.SimpleNamespace:
       attention=flags.DEFINE_enum(
           'attention', 'auto', ['auto', 'xla', 'cudnn'],
           'Attention implementation (auto: cuDNN on a GPU in bfloat16, else XLA).'),
+      attention_method=flags.DEFINE_enum(
+          'attention_method', 'default', ['default', 'mask', 'prefix'],
+          "Frame-causal attention form (wmjax/models/attention.py; default: 'prefix' for cuDNN, "
+          "else 'mask'). cuDNN with 'mask' fails inside vmap (the cem and adam rows)."),
       pad_width_to=flags.DEFINE_integer(
           'pad_width_to', 0, 'Round the block width up to a multiple (0: off; 128: 404 -> 512).'),
       sizes=flags.DEFINE_enum('sizes', 'paper', SIZES,
@@ -186,8 +194,12 @@ def _define_flags() -> types.SimpleNamespace:
 
 
 # ------------------------------------------------------------------------------------- setup
-def build(sizes: str, dtype: str, attention: str, pad_width_to: int):
-  """(config, model, params): the PushT config of `sizes` and a random world model from latents."""
+def build(sizes: str, dtype: str, attention: str, pad_width_to: int,
+          attention_method: str | None = None):
+  """(config, model, params): the PushT config of `sizes` and a random world model from latents.
+
+  attention_method: None (the predictor's default for the implementation) | 'mask' | 'prefix'.
+  """
   if sizes not in SIZES:
     raise ValueError(f'Unknown sizes {sizes!r}; choose one of {SIZES}.')
   s = _SIZE_SETTINGS[sizes]
@@ -200,6 +212,9 @@ def build(sizes: str, dtype: str, attention: str, pad_width_to: int):
   config.model.predictor.pad_width_to = pad_width_to
   kwargs = training.world_model_kwargs(config, _PUSHT_ENV)
   model = training.build_world_model(kwargs)
+  if attention_method is not None:
+    model = dataclasses.replace(
+        model, predictor=model.predictor.clone(attention_method=attention_method))
   return config, model, init_params(model, jax.random.key(config.seed))
 
 
@@ -233,8 +248,9 @@ def init_params(model, key: jax.Array) -> dict[str, Any]:
 
 
 def with_xla_attention(model):
-  """The same model with XLA attention (for FLOP counting)."""
-  return dataclasses.replace(model, predictor=model.predictor.clone(attention_impl='xla'))
+  """The same model with masked XLA attention (for FLOP counting)."""
+  return dataclasses.replace(
+      model, predictor=model.predictor.clone(attention_impl='xla', attention_method='mask'))
 
 
 def random_latents(model, key: jax.Array, lead: tuple[int, ...]) -> dict[str, jax.Array]:
@@ -381,7 +397,7 @@ def time_row(row: dict[str, Any], repeats: int) -> dict[str, Any]:
 
 def run(sizes: str = 'paper', dtype: str = 'float32', attention: str = 'auto',
         pad_width_to: int = 0, rows: tuple[str, ...] = ROWS, repeats: int = 3,
-        flops_only: bool = False) -> dict[str, Any]:
+        flops_only: bool = False, attention_method: str | None = None) -> dict[str, Any]:
   """Builds the model, times (or only counts) every row, prints a table; returns the results."""
   unknown = sorted(set(rows) - set(ROWS))
   if unknown:
@@ -391,9 +407,10 @@ def run(sizes: str = 'paper', dtype: str = 'float32', attention: str = 'auto',
   info = machine_lib.machine_info()
   for line in machine_lib.describe(info):
     print(line)
-  config, model, params = build(sizes, dtype, attention, pad_width_to)
+  config, model, params = build(sizes, dtype, attention, pad_width_to, attention_method)
   s, p = model.latent_spec, model.predictor
   impl = predictor_lib.resolve_attention_impl(p.attention_impl, p.dtype, p.head_dim)
+  method = p.attention_method or attention_lib.default_method(impl)
   width = predictor_lib.block_width(s.token_dim, p.width, p.pad_width_to)
   num_params = int(sum(np.size(x) for x in jax.tree.leaves(params['predictor'])))
   precision = matmul_precision(dtype, info['jax_default_matmul_precision'], info['backend'])
@@ -402,13 +419,14 @@ def run(sizes: str = 'paper', dtype: str = 'float32', attention: str = 'auto',
       'sizes': sizes, 'tokens': s.num_tokens, 'token_dim': s.token_dim, 'block_width': width,
       'depth': p.depth, 'heads': p.num_heads, 'head_dim': p.head_dim, 'mlp_dim': p.mlp_dim,
       'num_hist': model.num_hist, 'dtype': dtype, 'attention': attention,
-      'attention_resolved': impl or 'default (xla)', 'pad_width_to': pad_width_to,
+      'attention_resolved': impl or 'default (xla)', 'attention_method': method,
+      'pad_width_to': pad_width_to,
       'predictor_params': num_params, 'matmul_precision': precision, 'peak_tflops': peak,
       'card': card_name(info['device_kind'])}
   print(f'model: {s.num_tokens} tokens x {s.token_dim} (blocks at width {width}), depth '
         f'{p.depth}, {p.num_heads} heads x {p.head_dim}, MLP {p.mlp_dim}, num_hist '
         f'{model.num_hist}, {num_params / 1e6:.2f}M predictor parameters; dtype {dtype}, '
-        f'attention {attention} -> {description["attention_resolved"]}')
+        f'attention {attention} -> {description["attention_resolved"]} ({method})')
   print(f'peak: {description["card"] or "unknown card"}, {precision} matmuls: '
         f'{"n/a" if peak is None else f"{peak:g} TFLOP/s dense"}; median of {repeats} runs '
         'after one warm-up', flush=True)
@@ -492,8 +510,9 @@ def main(argv, f: types.SimpleNamespace):
   if f.compilation_cache_dir.value:
     jax.config.update('jax_compilation_cache_dir', f.compilation_cache_dir.value)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  method = None if f.attention_method.value == 'default' else f.attention_method.value
   result = run(f.sizes.value, f.dtype.value, f.attention.value, f.pad_width_to.value,
-               tuple(f.rows.value), f.repeats.value, f.flops_only.value)
+               tuple(f.rows.value), f.repeats.value, f.flops_only.value, method)
   result['compilation_cache_dir'] = f.compilation_cache_dir.value or None
   if f.json_out.value:
     path = os.path.abspath(f.json_out.value)

@@ -1,5 +1,6 @@
 """World-model modules: frozen encoders, the frame-causal predictor, and the WorldModel struct."""
 
+from wmjax.models.attention import frame_causal_attention
 from wmjax.models.conv import ConvAutoencoder
 from wmjax.models.conv import pretrain_conv_autoencoder
 from wmjax.models.dinov2 import Dinov2
@@ -19,7 +20,8 @@ from wmjax.models.world_model import make_world_model
 
 __all__ = [
     'ConvAutoencoder', 'Dinov2', 'ENCODERS', 'IdentityEncoder', 'Latent', 'LatentSpec',
-    'Predictor', 'ROLLOUT_MODES', 'WorldModel', 'default_config', 'frame_causal_mask',
+    'Predictor', 'ROLLOUT_MODES', 'WorldModel', 'default_config', 'frame_causal_attention',
+    'frame_causal_mask',
     'load_dinov2_weights', 'make_encoder', 'make_world_model', 'pretrain_conv_autoencoder',
     'read_torch_state_dict',
 ]

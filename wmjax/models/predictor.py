@@ -6,7 +6,9 @@ frames <= t); pre-LN blocks with a GELU MLP; a final LayerNorm. Output frame t p
 
 Dropout follows DINO-WM on the attention output projection and inside the MLP. DINO-WM also drops
 attention probabilities; `jax.nn.dot_product_attention` (needed for the fused cuDNN kernel) has no such
-option, so that single dropout site is omitted.
+option, so that single dropout site is omitted. The attention itself is `attention.py`: the fused
+cuDNN kernel runs it per query frame over the key prefix (no mask operand), which keeps it working
+under `vmap` and `grad`.
 """
 
 import warnings
@@ -16,6 +18,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from wmjax.models import attention as attention_lib
+from wmjax.models.attention import frame_causal_mask  # Re-exported. pylint: disable=unused-import
 
 # None: jax's default (XLA); 'xla'; 'cudnn': the fused cuDNN kernel (GPU, bfloat16); 'auto': 'cudnn'
 # on a CUDA GPU with bfloat16 computation, else None.
@@ -93,15 +98,6 @@ def resolve_attention_impl(attention_impl: str | None, dtype: Any, head_dim: int
   return 'cudnn'
 
 
-def frame_causal_mask(num_frames: int, num_patches: int) -> np.ndarray:
-  """(L, L) bool mask, L = num_frames * num_patches; True where query i may attend to key j.
-
-  Token i belongs to frame i // num_patches; it sees every token of frames <= its own (section 2).
-  """
-  frame = np.arange(num_frames * num_patches) // num_patches
-  return frame[:, None] >= frame[None, :]
-
-
 class _Block(nn.Module):
   """Pre-LN transformer block: x + Drop(Proj(Attn(LN(x)))); x + MLP(LN(x))."""
 
@@ -111,17 +107,20 @@ class _Block(nn.Module):
   mlp_dim: int
   dropout: float
   attention_impl: str | None
+  attention_method: str
   dtype: Any
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, num_frames: int, deterministic: bool) -> jax.Array:
     b, l, _ = x.shape
     inner = self.num_heads * self.head_dim
     h = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name='norm1')(x)
     qkv = nn.Dense(3 * inner, use_bias=False, dtype=self.dtype, name='qkv')(h)
     q, k, v = jnp.split(qkv.reshape(b, l, 3, self.num_heads, self.head_dim), 3, axis=2)
-    a = jax.nn.dot_product_attention(
-        q[:, :, 0], k[:, :, 0], v[:, :, 0], mask=mask, implementation=self.attention_impl)
+    # Frame-causal attention (section 2).
+    a = attention_lib.frame_causal_attention(
+        q[:, :, 0], k[:, :, 0], v[:, :, 0], num_frames, implementation=self.attention_impl,
+        method=self.attention_method)
     a = nn.Dense(self.width, dtype=self.dtype, name='proj')(a.reshape(b, l, inner))
     x = x + nn.Dropout(self.dropout)(a, deterministic=deterministic)
     h = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name='norm2')(x)
@@ -144,6 +143,8 @@ class Predictor(nn.Module):
       accelerators). A width already a multiple adds nothing.
     attention_impl: None | 'xla' | 'cudnn' | 'auto' (see `resolve_attention_impl`; 'cudnn' needs
       dtype bfloat16 on a GPU and falls back to 'xla' with a warning elsewhere).
+    attention_method: None (the default for the resolved implementation: 'prefix' for cuDNN,
+      else 'mask') | 'mask' | 'prefix' (see `wmjax.models.attention`; same numbers up to rounding).
     dtype: computation dtype, float32 or bfloat16. Parameters stay float32, the residual stream
       between blocks stays float32 (matmuls, LayerNorm outputs and attention run in `dtype`), and
       the output is float32.
@@ -158,6 +159,7 @@ class Predictor(nn.Module):
   width: int | None = None
   pad_width_to: int = 0
   attention_impl: str | None = None
+  attention_method: str | None = None
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -170,6 +172,8 @@ class Predictor(nn.Module):
     if t > self.num_frames:
       raise ValueError(f'Predictor window has T={t} frames > num_hist={self.num_frames}.')
     impl = resolve_attention_impl(self.attention_impl, dtype, self.head_dim)
+    method = attention_lib.default_method(impl) if self.attention_method is None else (
+        self.attention_method)
     width = block_width(d, self.width, self.pad_width_to)
     project = width != d or self.width is not None
     x = tokens.reshape(-1, t * n, d).astype(jnp.float32)
@@ -179,10 +183,9 @@ class Predictor(nn.Module):
     # T x N rows (section 2).
     pos = self.param('pos_embedding', nn.initializers.normal(0.02), (self.num_frames * n, width))
     x = x + pos[:t * n]
-    mask = jnp.asarray(frame_causal_mask(t, n))[None, None]  # Frame-causal mask (section 2).
     for i in range(self.depth):
-      x = _Block(width, self.num_heads, self.head_dim, self.mlp_dim, self.dropout, impl, dtype,
-                 name=f'block_{i}')(x, mask, deterministic)
+      x = _Block(width, self.num_heads, self.head_dim, self.mlp_dim, self.dropout, impl, method,
+                 dtype, name=f'block_{i}')(x, t, deterministic)
     x = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name='norm')(x)
     if project:
       x = nn.Dense(d, dtype=dtype, name='proj_out')(x)
