@@ -9,8 +9,11 @@ For the base model (`<workdir>/world_model`) and every finetuned one found
 - own plans: one plan per evaluation problem (the configured planner, open loop, from the same
   problems and seeds as experiments/plan.py) made with this model, executed in the simulator from
   the true start; the model then predicts the executed frames from the start frame and the plan;
-- own plans, clipped: the same trajectories, with the model fed the actions the simulator
-  executed (clipped into the valid range) instead of the planned ones;
+- own plans, executed actions: the same trajectories, with the model fed the actions the
+  simulator executed instead of the planned ones. Only tasks that clip differ from 'own
+  plans': PointMaze (its reference clips forces to [-1, 1]) and Wall / PushT run with
+  `clip_actions=True`; Wall and PushT execute plans unclipped, as their references do, so
+  there the two rows agree and 'actions out of range' tells how far plans left the data;
 - base plans: the same, on the trajectories the base model's plans induced (one fixed set of
   trajectories for every model).
 Errors are latent MSEs over visual + proprio channels (the training loss) for the one-frame
@@ -18,17 +21,10 @@ Errors are latent MSEs over visual + proprio channels (the training loss) for th
 Writes `<workdir>/diagnose/gap.json` and `gap.md`.
 """
 
-import json
 import os
-import sys
 import time
 from typing import Any
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
-
-from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 import jax
 import jax.numpy as jnp
@@ -36,18 +32,21 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
+from experiments import cli
 from experiments import finetune as finetune_lib
 from experiments import plan as plan_lib
 from experiments import runtime
 from experiments import train_world_model as train_lib
 from wmjax import data as data_lib
 from wmjax import envs
+from wmjax import io
 from wmjax import machine as machine_lib
 from wmjax import training
 from wmjax.planning import mpc
 from wmjax.training import online as online_lib
 
 OUT_DIR = 'diagnose'
+GAP_FILE = 'gap.json'
 ROLLOUTS = ('markov', 'history')
 
 
@@ -91,13 +90,19 @@ def _mean_errors(rollout_eval, params, batches) -> dict[str, Any]:
 
 def diagnose(config: ml_collections.ConfigDict, workdir: str,
              progress: bool = True) -> dict[str, Any]:
-  """Measures every model's errors; writes and returns the results dict."""
+  """Measures every model's errors; writes (atomically, `done.json` last, under the workdir
+  lock) and returns the results dict."""
+  with io.workdir_lock(workdir, 'diagnose_gap'):
+    return _diagnose(config, workdir, progress)
+
+
+def _diagnose(config, workdir, progress):
   say = print if progress else (lambda *a, **k: None)
   t_start = time.perf_counter()
   with config.unlocked():
     config.plan.mode = 'open_loop'  # One plan of `horizon` actions per problem, executed blind.
   proto = plan_lib.protocol(config)
-  env = envs.load(config.task)
+  env = envs.load(config.task, clip_actions=config.clip_actions)
   ds, _, val = train_lib.load_data(config, workdir, env)
   if val is None:
     raise ValueError('The diagnostic needs held-out trajectories: set data.val_fraction > 0.')
@@ -133,6 +138,7 @@ def diagnose(config: ml_collections.ConfigDict, workdir: str,
   results = {'task': config.task, 'variant': config.variant, 'horizon': horizon,
              'offline_horizon': offline_horizon,
              'num_problems': n, 'planner': proto['settings'], 'objective': proto['objective'],
+             'clip_actions': bool(env.clip_actions),
              'rollout_planned_with': proto['rollout'], 'models': {}}
   base_batch = None
   for name, path in models:
@@ -147,16 +153,17 @@ def diagnose(config: ml_collections.ConfigDict, workdir: str,
         **({'env': env, 'image_size': size} if needs_pixels else {})))
     plans = jax.jit(lambda p, model=model: make_plans(model, p))(params)
     own_batch = jax.jit(induced_batch)(plans)
-    # The same trajectories, with the actions the simulator executed (clipped into the valid
-    # range): separates unseen actions from unseen states (PAPER.md section 9).
-    clipped_batch = dict(own_batch, actions=jnp.clip(plans, low, high))
+    # The same trajectories, with the actions the simulator executed (clipped where the task
+    # clips): separates unseen actions from unseen states (PAPER.md section 9).
+    executed = jnp.clip(plans, low, high) if env.clip_actions else plans
+    executed_batch = dict(own_batch, actions=executed)
     if base_batch is None:
       base_batch = own_batch
     entry = {
         'checkpoint': {'path': meta['checkpoint_path'], 'step': meta.get('step')},
         'offline': offline,
         'own_plans': _errors(rollout_eval, params, own_batch),
-        'own_plans_clipped': _errors(rollout_eval, params, clipped_batch),
+        'own_plans_executed': _errors(rollout_eval, params, executed_batch),
         'base_plans': _errors(rollout_eval, params, base_batch),
         'own_plans_goal_distance': float(np.mean(jax.device_get(jax.vmap(env.distance)(
             own_batch['state'][:, -1], goal)))),
@@ -168,17 +175,18 @@ def diagnose(config: ml_collections.ConfigDict, workdir: str,
   results['machine'] = machine_lib.machine_info()
   out = os.path.join(workdir, OUT_DIR)
   os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, 'gap.json'), 'w') as f:
-    json.dump(results, f, indent=1)
-  with open(os.path.join(out, 'gap.md'), 'w') as f:
-    f.write(markdown(results))
+  io.clear_done(out)
+  io.write_json(os.path.join(out, GAP_FILE), results)
+  io.write_text(os.path.join(out, 'gap.md'), markdown(results))
+  io.mark_done(out, [GAP_FILE, 'gap.md'])
   results['out_dir'] = out
   return results
 
 
 def out_of_range(env, normalizer, plans, frameskip: int) -> float:
-  """Fraction of the planned raw actions outside the env's valid range (the simulator clips
-  them; PAPER.md section 9: unbounded Adam plans leave the range the model was trained on)."""
+  """Fraction of the planned raw actions outside the behaviour data's range [action_low,
+  action_high] (PAPER.md section 9: unbounded Adam plans leave the range the model was trained
+  on; tasks that clip execute them clipped, Wall and PushT as planned)."""
   raw = np.asarray(jax.vmap(lambda a: normalizer.raw_actions(a, frameskip))(plans))
   low, high = np.asarray(env.action_low), np.asarray(env.action_high)
   return float(np.mean((raw < low - 1e-6) | (raw > high + 1e-6)))
@@ -200,7 +208,7 @@ def markdown(r: dict[str, Any]) -> str:
   """The results as a markdown table (k = 1 and the longest offline horizon)."""
   h = r['offline_horizon']
   head = ['model']
-  for what in ('offline', 'own plans', 'own plans, clipped actions', 'base plans'):
+  for what in ('offline', 'own plans', 'own plans, executed actions', 'base plans'):
     head += [f'{what} k=1', f'{what} k={h}']
   head += ['own / offline (k=1)', 'own plans: actions out of range']
   lines = [
@@ -209,11 +217,14 @@ def markdown(r: dict[str, Any]) -> str:
       f'{r["num_problems"]} evaluation problems; one open-loop plan each ({r["planner"]}, '
       f'objective {r["objective"]}, {r["rollout_planned_with"]} rollout), executed in the '
       'simulator. Latent MSE over visual + proprio channels of the one-frame (markov) rollout, '
-      'k steps ahead; in brackets the "predict no change" baseline.', '',
+      'k steps ahead; in brackets the "predict no change" baseline. "Executed actions" feeds '
+      'the model the actions the simulator executed: clipped where the task clips '
+      f'({"here: clipped" if r.get("clip_actions") else "here: as planned, so it equals own plans"}).',
+      '',
       '| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for name, e in r['models'].items():
     cells = []
-    for what in ('offline', 'own_plans', 'own_plans_clipped', 'base_plans'):
+    for what in ('offline', 'own_plans', 'own_plans_executed', 'base_plans'):
       for k in (1, h):
         cells.append(f'{_loss(e[what], "markov", k):.3g} '
                      f'({_loss(e[what], "markov", k, "no_change"):.3g})')
@@ -231,6 +242,10 @@ def main(argv, config_flag, workdir_flag):
   print(f'Results in {r["out_dir"]}')
 
 
+def run():
+  """Entry point of `wmjax-diagnose-gap` and of `python experiments/diagnose_gap.py`."""
+  cli.run(main, define_flags)
+
+
 if __name__ == '__main__':
-  _flags = define_flags()
-  app.run(lambda argv: main(argv, *_flags))
+  run()

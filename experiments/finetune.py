@@ -21,18 +21,10 @@ data, dropout, attack and planning keys are functions of (seed, step) only.
 """
 
 import copy
-import json
 import os
-import sys
 import time
 from typing import Any
 
-# Lets `experiments.*` import when this file is run as a script.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
-
-from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 import jax
 import jax.numpy as jnp
@@ -41,10 +33,13 @@ from ml_collections import config_flags
 import numpy as np
 import tqdm
 
+from experiments import cli
 from experiments import runtime
 from experiments import train_world_model as train_lib
+from wmjax import checks
 from wmjax import data as data_lib
 from wmjax import distributed
+from wmjax import io
 from wmjax import parallel
 from wmjax import training
 from wmjax.training import checkpoint as checkpoint_lib
@@ -52,6 +47,19 @@ from wmjax.training import online as online_lib
 
 METHODS = ('adversarial', 'online')
 OUT_PREFIX = 'finetune_'
+# What a finetuning run's result depends on besides the model, task and dataset; compared when
+# resuming.
+FINETUNE_SETTINGS = training.checkpoint.TRAINING_SETTINGS + ('finetune', 'plan.alpha')
+FINETUNE_RANGES = {
+    'finetune.predictor_lr': {'low': 0}, 'finetune.encoder_lr': {'low': 0},
+    'finetune.online.lr': {'low': 0},
+    'finetune.online.online_fraction': {'low': 0, 'high': 1, 'low_open': True,
+                                        'high_open': True},
+    'plan.alpha': {'low': 0},
+}
+NONFINITE_HINT = ('Lower finetune.predictor_lr / finetune.encoder_lr (or the attack radii), set '
+                  'train.grad_clip > 0, or check the base model; then rerun (with '
+                  '--accept_changed_settings to resume from the last checkpoint).')
 # Sub-streams of the run seed, apart from those of pretraining.
 _DATA, _DROPOUT, _ONLINE, _ONLINE_DATA = 11, 12, 13, 14
 
@@ -63,8 +71,11 @@ def define_flags() -> tuple[Any, Any]:
   workdir = flags.DEFINE_string(
       'workdir', None, 'Run directory (DIR/dataset and DIR/world_model in, '
       'DIR/finetune_<method> out).')
+  accept = flags.DEFINE_bool(
+      'accept_changed_settings', False, 'Resume a finetuning run whose checkpoint was written '
+      'with other settings (seed, data, train.*, finetune.*), continuing with the new ones.')
   flags.mark_flags_as_required(['config', 'workdir'])
-  return config, workdir
+  return config, workdir, accept
 
 
 def out_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -84,7 +95,7 @@ def online_split(config: ml_collections.ConfigDict) -> tuple[int, int]:
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError on invalid or contradictory finetuning settings (before any work)."""
-  train_lib.check_config(config)
+  train_lib.check_config(config, ranges={**train_lib.TRAIN_RANGES, **FINETUNE_RANGES})
   f = config.finetune
   errors = []
   if f.method not in METHODS:
@@ -97,9 +108,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   for name in ('batch_size', 'log_every', 'eval_every', 'checkpoint_every'):
     if int(f[name]) < 1:
       errors.append(f'finetune.{name} must be >= 1; got {f[name]}')
-  for name in ('predictor_lr', 'encoder_lr'):
-    if float(f[name]) < 0:
-      errors.append(f'finetune.{name} must be >= 0; got {f[name]}')
   if f.method == 'adversarial':
     try:
       adversarial_config(config)
@@ -122,9 +130,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if o.rollout not in train_lib.ROLLOUT_MODES:
       errors.append(f'finetune.online.rollout={o.rollout!r}; choose one of '
                     f'{train_lib.ROLLOUT_MODES}')
-    if not 0.0 < float(o.online_fraction) < 1.0:
-      errors.append(f'finetune.online.online_fraction must be in (0, 1); got {o.online_fraction}')
-    else:
+    if checks.range_problem(o.online_fraction, 'online_fraction', low=0, high=1, low_open=True,
+                            high_open=True) is None:
       num_offline, num_online = online_split(config)
       if num_offline < 1 or num_online < 1:
         errors.append(f'finetune.batch_size={f.batch_size} with online_fraction='
@@ -167,7 +174,12 @@ def load_pretrained(config, workdir: str, meta: dict[str, Any], target_params):
     which = f.pretrained_checkpoint
     if which == 'best' and ckpt.latest_step('best') is None:
       which = 'latest'
-    stored = ckpt.read_meta(which)
+    try:
+      stored = ckpt.read_meta(which)
+    except training.CorruptCheckpointError as e:
+      raise training.CorruptCheckpointError(
+          f'The pretrained checkpoint is damaged: {e} Choose another one '
+          '(--config.finetune.pretrained_checkpoint) or retrain.') from e
     if stored is None:
       raise ValueError(f'No {which} checkpoint in {ckpt.directory}.')
     where = f'{ckpt.directory} ({which}, step {stored.get("step")})'
@@ -180,7 +192,12 @@ def load_pretrained(config, workdir: str, meta: dict[str, Any], target_params):
     expected = training.TrainState(step=None, params=trainable, frozen=frozen, opt_state=None)
     checkpoint_lib.check_shapes(stored.get('shapes', {}),
                                 checkpoint_lib.param_shapes(expected), where=where)
-    raw, _ = ckpt.restore_raw(which)
+    try:
+      raw, _ = ckpt.restore_raw(which, stored['step'])
+    except training.CorruptCheckpointError as e:
+      raise training.CorruptCheckpointError(
+          f'The pretrained checkpoint is damaged: {e} Choose another one '
+          '(--config.finetune.pretrained_checkpoint) or retrain.') from e
   finally:
     ckpt.close()
   full = {**raw['params'], **raw['frozen']}
@@ -262,22 +279,31 @@ def make_train_iteration(config, env, model, optimizer, stats, needs_pixels: boo
 
 
 def finetune(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
-             mesh=None) -> dict[str, Any]:
+             mesh=None, accept_changed_settings: bool = False) -> dict[str, Any]:
   """Runs (or resumes) finetuning and the final evaluation; returns a summary dict.
 
   Data parallel over `mesh` (default: every device of every process; `finetune.batch_size` must
-  divide across them); in a multi-process job process 0 writes metrics and eval.json.
+  divide across them); in a multi-process job process 0 holds the workdir lock and writes
+  metrics, eval.json and the done marker. As in training, a checkpoint of other settings is
+  refused unless `accept_changed_settings`, and a non-finite loss or gradient stops the run
+  (`wmjax.checks.NonFiniteError`) before anything non-finite is saved.
   """
+  check_config(config)
+  with io.workdir_lock(workdir, f'finetune ({config.finetune.method})',
+                       enabled=distributed.is_primary()):
+    return _finetune(config, workdir, progress, mesh, accept_changed_settings)
+
+
+def _finetune(config, workdir, progress, mesh, accept_changed_settings):
   from wmjax import envs  # pylint: disable=g-import-not-at-top
 
-  check_config(config)
   f = config.finetune
   mesh = parallel.make_mesh() if mesh is None else mesh
   parallel.check_divisible(int(f.batch_size), mesh, 'finetune.batch_size')
   primary = distributed.is_primary()
   progress = progress and primary
   say = print if primary else (lambda *a, **k: None)
-  env = envs.load(config.task)
+  env = envs.load(config.task, clip_actions=config.clip_actions)
   ds, train, val = train_lib.load_data(config, workdir, env)
   stats = data_lib.stats_from_meta(ds.meta)
   directory = out_dir(config, workdir)
@@ -300,15 +326,28 @@ def finetune(config: ml_collections.ConfigDict, workdir: str, progress: bool = T
                                        extra=init_extra(params, train, root))
 
   ckpt = training.Checkpointer(directory, keep=int(config.train.keep))
-  writer = training.MetricWriter(directory) if primary else train_lib.NullWriter()
   t_start = time.perf_counter()
-  resumed_from = ckpt.latest_step()
+  try:
+    start = training.start_or_resume(ckpt, make_state, meta, config, target_args=(target_params,),
+                                     settings=FINETUNE_SETTINGS,
+                                     accept_changed_settings=accept_changed_settings)
+  except BaseException:
+    ckpt.close()
+    raise
+  resumed_from = start.step
+  meta['run_id'] = start.run_id  # Tells this run's saves (best/ included) from another's.
+  if primary:
+    io.clear_done(directory)  # Written again last, when this run has finished.
+  writer = training.MetricWriter(directory) if primary else train_lib.NullWriter()
   if resumed_from is not None:
-    state, stored = ckpt.restore(jax.eval_shape(make_state, target_params), expected_meta=meta)
+    state, stored = start.state, start.meta
     base_info = stored.get('pretrained')
     say(f'Resuming {f.method} finetuning from step {resumed_from} in {ckpt.directory}.')
+    if start.changed_settings:
+      say('Continuing with changed settings:\n  ' + '\n  '.join(start.changed_settings))
     writer.truncate_after(resumed_from)
   else:
+    writer.truncate_after(-1)  # Records of an earlier run without checkpoints.
     params, base_info = load_pretrained(config, workdir, meta, target_params)
     state = make_state(params)
     say(f'Finetuning ({f.method}) the world model at {base_info["path"]} '
@@ -330,6 +369,18 @@ def finetune(config: ml_collections.ConfigDict, workdir: str, progress: bool = T
   last_val = None
   online_metrics = {}
   t_loop = time.perf_counter()
+  pending = None  # (step, metrics) checked for non-finite values once the next step is queued.
+
+  def check(pending):
+    if pending is not None:
+      try:
+        training.raise_if_nonfinite(*pending, last_saved=ckpt.latest_step(),
+                                    directory=ckpt.directory, hint=NONFINITE_HINT)
+      except checks.NonFiniteError:
+        writer.close()
+        ckpt.close()  # Finishes the (finite) saves already started.
+        raise
+
   with tqdm.tqdm(total=steps, initial=min(step, steps), desc=f'finetune ({f.method})',
                  disable=not progress, dynamic_ncols=True) as bar:
     while step < steps:
@@ -337,7 +388,14 @@ def finetune(config: ml_collections.ConfigDict, workdir: str, progress: bool = T
         state, online_metrics = collect(state, train, root)
       state, metrics = train_iteration(state, train, root)
       step += 1
+      check(pending)  # The previous step's (finished by now; this one keeps the device busy).
+      pending = (step, metrics)
       bar.update(1)
+      do_eval = val is not None and (step % int(f.eval_every) == 0 or step == steps)
+      do_ckpt = step % int(f.checkpoint_every) == 0 or step == steps
+      if do_eval or do_ckpt or step % int(f.log_every) == 0:
+        check(pending)  # Nothing is logged, validated or saved after a non-finite step.
+        pending = None
       if step % int(f.log_every) == 0 or step == steps:
         host = {k: v for k, v in jax.device_get({**metrics, **online_metrics}).items()
                 if np.ndim(v) == 0}
@@ -345,14 +403,15 @@ def finetune(config: ml_collections.ConfigDict, workdir: str, progress: bool = T
         writer.write(step, host)
         bar.set_postfix(loss=f'{float(host["loss"]):.4g}')
       val_loss = None
-      if val is not None and (step % int(f.eval_every) == 0 or step == steps):
+      if do_eval:
         val_metrics = train_lib.validation_loss(eval_batch, state, val, config, env, needs_pixels)
         val_loss = last_val = val_metrics['loss']
         writer.write(step, val_metrics, split='val')
+        train_lib.check_val_loss(val_loss, step, ckpt)
         if best is None or val_loss < best:
           best = val_loss
           ckpt.save_if_best(state, dict(meta, best_val_loss=best), val_loss)
-      if step % int(f.checkpoint_every) == 0 or step == steps:
+      if do_ckpt:
         ckpt.save(state, dict(meta, best_val_loss=best), val_loss=val_loss)
   if val is not None and last_val is None:
     last_val = train_lib.validation_loss(eval_batch, state, val, config, env, needs_pixels)['loss']
@@ -369,14 +428,14 @@ def finetune(config: ml_collections.ConfigDict, workdir: str, progress: bool = T
     evaluation = train_lib.final_evaluation(rollout_eval, training.full_params(state), val,
                                             config, env, needs_pixels)
     evaluation.update(step=step, val_loss=last_val, best_val_loss=best, method=f.method)
-    tmp = os.path.join(directory, train_lib.EVAL_FILE + '.tmp')
     if primary:
-      with open(tmp, 'w') as fp:
-        json.dump(evaluation, fp, indent=1)
-      os.replace(tmp, os.path.join(directory, train_lib.EVAL_FILE))
+      io.write_json(os.path.join(directory, train_lib.EVAL_FILE), evaluation)
     summary['evaluation'] = evaluation
   writer.close()
   ckpt.close()
+  if primary:  # Last: the stage is done.
+    io.mark_done(directory, [train_lib.EVAL_FILE] if val is not None else [], step=step,
+                 method=f.method)
   summary['total_seconds'] = time.perf_counter() - t_start
   return summary
 
@@ -385,14 +444,18 @@ SUMMARY_KEYS = ('task', 'variant', 'method', 'steps', 'resumed_from', 'steps_per
                 'final_val_loss', 'best_val_loss', 'finetune_seconds', 'checkpoint_dir')
 
 
-def main(argv, config_flag, workdir_flag, distributed_flags=None):
+def main(argv, config_flag, workdir_flag, accept_flag, distributed_flags=None):
   runtime.start(argv, distributed_flags)
-  summary = finetune(config_flag.value, workdir_flag.value)
+  summary = finetune(config_flag.value, workdir_flag.value,
+                     accept_changed_settings=accept_flag.value)
   if distributed.is_primary():
     train_lib.print_summary(summary, SUMMARY_KEYS)
 
 
+def run():
+  """Entry point of `wmjax-finetune` and of `python experiments/finetune.py`."""
+  cli.run(main, define_flags, distributed=True)
+
+
 if __name__ == '__main__':
-  _flags = define_flags()
-  _distributed_flags = distributed.define_flags()
-  app.run(lambda argv: main(argv, *_flags, distributed_flags=_distributed_flags))
+  run()

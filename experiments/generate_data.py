@@ -12,24 +12,21 @@ and a task-specific coverage figure).
 """
 
 import os
-import sys
 import time
 from typing import Any
 
-# Lets `experiments.configs.*` import when this file is run as a script.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
-
-from absl import app  # pylint: disable=g-import-not-at-top
+from absl import app
 from absl import flags
 import jax
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
+from experiments import cli
 from experiments import runtime
+from wmjax import checks
 from wmjax import data as data_lib
+from wmjax import io
 from wmjax.data import dataset as dataset_lib
 
 
@@ -56,6 +53,18 @@ def generation_spec(config: ml_collections.ConfigDict) -> dict[str, Any]:
       'num_trajectories': int(config.data.num_trajectories),
       'trajectory_length': int(config.data.trajectory_length),
   }
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming every invalid `data` setting (and any non-finite number)."""
+  d = config.data
+  errors = [f'data.{name} must be >= 1; got {d[name]}'
+            for name in ('num_trajectories', 'trajectory_length', 'batch_size')
+            if int(d[name]) < 1]
+  errors += checks.config_problems(
+      config, {'data.val_fraction': {'low': 0, 'high': 1, 'high_open': True}})
+  if errors:
+    raise ValueError('Invalid data config:\n  ' + '\n  '.join(errors))
 
 
 def task_summary(env: Any, states: np.ndarray) -> dict[str, float]:
@@ -103,12 +112,13 @@ def save_preview(env: Any, states: np.ndarray, path: str, image_size: int,
     for j in range(cols):
       y, x = pad + i * (h + pad), pad + j * (w + pad)
       grid[y:y + h, x:x + w] = imgs[i, j]
-  try:
-    from wmjax.envs import media  # pylint: disable=g-import-not-at-top
-    media.save_png(path, grid)
-  except (ImportError, AttributeError):
-    import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
-    iio.imwrite(path, grid)
+  with io.atomic_path(path) as tmp:
+    try:
+      from wmjax.envs import media  # pylint: disable=g-import-not-at-top
+      media.save_png(tmp, grid)
+    except (ImportError, AttributeError):
+      import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
+      iio.imwrite(tmp, grid)
 
 
 def _dir_size(path: str) -> int:
@@ -122,10 +132,20 @@ def generate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
   Returns:
     A summary dictionary; 'skipped' is True when an identical dataset already existed.
 
+  Holds the workdir lock (wmjax/io.py) meanwhile; taking it removes temporary directories of
+  writers that died, e.g. a `.dataset.tmp-*` of an interrupted --overwrite.
+
   Raises:
     FileExistsError: a dataset made with other settings (or an invalid one) is in the way
       and `overwrite` is False.
+    wmjax.io.WorkdirLockedError: another process writes to `workdir`.
   """
+  check_config(config)
+  with io.workdir_lock(workdir, 'generate_data'):
+    return _generate(config, workdir, overwrite, progress, preview)
+
+
+def _generate(config, workdir, overwrite, progress, preview):
   from wmjax import envs  # pylint: disable=g-import-not-at-top
   from wmjax.data import policies  # pylint: disable=g-import-not-at-top
 
@@ -143,7 +163,7 @@ def generate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
       why = f'it is not a valid dataset ({e})'
     raise FileExistsError(f'{path} exists but {why}; pass --overwrite to replace it.')
 
-  env = envs.load(config.task)
+  env = envs.load(config.task, clip_actions=config.clip_actions)
   policy = policies.load_policy(config.data.policy, env)
   t0 = time.perf_counter()
   arrays = data_lib.collect(env, policy, jax.random.key(config.data.seed),
@@ -198,6 +218,10 @@ def main(argv, config_flag, workdir_flag, overwrite_flag):
     _print_summary(summary)
 
 
+def run():
+  """Entry point of `wmjax-generate-data` and of `python experiments/generate_data.py`."""
+  cli.run(main, define_flags)
+
+
 if __name__ == '__main__':
-  _flags = define_flags()
-  app.run(lambda argv: main(argv, *_flags))
+  run()

@@ -18,22 +18,18 @@ Writes `<workdir>/plan/<run_name>/`:
                  planner settings, machine, jax version and matmul precision;
   summary.md     success rate with its 95% Wilson interval, mean final distance, time, budget;
   distance.png   distance to the goal over executed model actions, one line per instance;
-  videos/        planned (left) vs executed (right) GIFs of the first `plan.num_videos` instances.
+  videos/        planned (left) vs executed (right) GIFs of the first `plan.num_videos` instances;
+  done.json      written last (wmjax/io.py): the stage finished, with the sha256 of its results.
+Every file is written atomically, under the workdir lock. The printed summary and results.json
+report `num_nonfinite` (costs or gradients the planner guarded) and the plans left without a
+finite cost; a run where every plan is non-finite fails (wmjax.checks.NonFiniteError).
 """
 
-import json
 import math
 import os
-import sys
 import time
 from typing import Any
 
-# Lets `experiments.*` import when this file is run as a script.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
-
-from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 import jax
 import jax.numpy as jnp
@@ -41,11 +37,14 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
+from experiments import cli
 from experiments import planners as planners_lib
 from experiments import runtime
+from wmjax import checks
 from wmjax import data as data_lib
 from wmjax import distributed
 from wmjax import envs
+from wmjax import io
 from wmjax import machine as machine_lib
 from wmjax import parallel
 from wmjax.envs import render as render_lib
@@ -53,6 +52,8 @@ from wmjax.planning import mpc
 from wmjax.planning import objectives
 
 OUT_DIR = 'plan'
+RESULTS_FILE = 'results.json'
+SUMMARY_FILE = 'summary.md'
 DATASET_DIR = 'dataset'
 WORLD_MODEL_DIR = 'world_model'
 MODELS = ('world_model', 'simulator')
@@ -64,6 +65,20 @@ CHECKPOINTS = ('best', 'latest')
 _DIFFERENTIABLE_SIMULATOR = {'pointmaze': dict(solver_iterations=1)}
 # Sub-streams of plan.seed.
 _PROBLEMS, _EPISODES = 0, 1
+# Numeric plan settings and their valid ranges (checks.range_problem); every other number of the
+# config must be finite.
+PLAN_RANGES = {
+    'plan.alpha': {'low': 0},
+    'plan.objective_base': {'low': 0, 'low_open': True},
+    **{f'plan.{name}.{field}': {'low': 0, 'low_open': True}
+       for name, fields in (('gd', ('lr', 'init_std')),
+                            ('adam', ('lr', 'open_loop_lr', 'init_std')),
+                            ('cem', ('init_std',)),
+                            ('mppi', ('init_std', 'temperature', 'min_std', 'max_std')),
+                            ('gradcem', ('lr', 'init_std')))
+       for field in fields},
+    **{f'plan.{name}.noise_std': {'low': 0} for name in ('gd', 'adam', 'gradcem')},
+}
 
 
 def define_flags() -> tuple[Any, Any, Any]:
@@ -139,8 +154,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if not 0 <= int(p.num_videos) <= int(p.num_instances):
     errors.append(f'plan.num_videos must be in [0, plan.num_instances={p.num_instances}]; got '
                   f'{p.num_videos}')
-  if float(p.objective_base) <= 0:
-    errors.append(f'plan.objective_base must be > 0; got {p.objective_base}')
+  errors += checks.config_problems(config, PLAN_RANGES)
+  if p.mppi.min_std > p.mppi.max_std:
+    errors.append(f'plan.mppi.min_std={p.mppi.min_std} must be <= plan.mppi.max_std='
+                  f'{p.mppi.max_std}')
   if errors:
     raise ValueError('Invalid plan config:\n  ' + '\n  '.join(errors))
 
@@ -216,7 +233,8 @@ def make_problem_fn(config, env, model, stats, proto):
   if proto['model'] == 'simulator':
     cost_env = env
     if proto['planner'] in ('gd', 'adam', 'gradcem') and config.task in _DIFFERENTIABLE_SIMULATOR:
-      cost_env = envs.load(config.task, **_DIFFERENTIABLE_SIMULATOR[config.task])
+      cost_env = envs.load(config.task, clip_actions=config.clip_actions,
+                         **_DIFFERENTIABLE_SIMULATOR[config.task])
     def simulator(params):
       latent_fn = None
       if proto['simulator_cost'] == 'latent':
@@ -303,8 +321,10 @@ def write_videos(out_dir, config, env, model, params, stats, proto, init, goal, 
     frames = media.side_by_side(_label(left, 'planned' + (' (decoder)' if decoded else
                                                           ' (simulator)'), scale),
                                 _label(right, 'executed, then goal', scale))
-    paths.append(media.save_video(os.path.join(out_dir, 'videos', f'instance_{i:03d}.gif'),
-                                  frames, fps=4))
+    path = os.path.join(out_dir, 'videos', f'instance_{i:03d}.gif')
+    with io.atomic_path(path) as tmp:
+      media.save_video(tmp, frames, fps=4)
+    paths.append(path)
   return paths, planned_label
 
 
@@ -352,6 +372,10 @@ def summary_markdown(r: dict[str, Any]) -> str:
       f'(jax {r["machine"]["jax"]}, matmul precision '
       f'{r["machine"]["jax_default_matmul_precision"]}).',
       '',
+      f'Non-finite costs or gradients guarded by the planner: {r.get("num_nonfinite", 0)}; '
+      f'plans without a finite cost: {r.get("num_nonfinite_plans", 0)}/'
+      f'{r.get("num_plans", "?")}.',
+      '',
   ])
 
 
@@ -362,20 +386,32 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, checkpoint: str | 
 
   The instances are split across `mesh` (default: every device of every process). In a
   multi-process job every process runs this with the same arguments and gets the results;
-  process 0 writes them.
+  process 0 holds the workdir lock and writes them, each file atomically and `done.json` last.
+
+  Raises:
+    wmjax.checks.NonFiniteError: every plan had a non-finite cost (the results are written,
+      without the done marker, for inspection).
   """
+  protocol(config)  # Checks the config before anything else.
+  with io.workdir_lock(workdir, f'plan ({run_name(config)})', enabled=distributed.is_primary()):
+    return _evaluate(config, workdir, checkpoint, progress, mesh)
+
+
+def _evaluate(config, workdir, checkpoint, progress, mesh):
   primary = distributed.is_primary()
   say = print if progress and primary else (lambda *a, **k: None)
   proto = protocol(config)
   p = config.plan
   n = int(p.num_instances)
   parallel.check_divisible(n, jax.device_count() if mesh is None else mesh, 'plan.num_instances')
-  env = envs.load(config.task)
+  env = envs.load(config.task, clip_actions=config.clip_actions)
   model = params = meta = None
   if p.model == 'world_model' or p.simulator_cost == 'latent':
     say('Loading the world model' + (' (its encoder scores the simulated states)'
                                      if p.model == 'simulator' else '') + ' ...')
     model, params, meta = load_model(config, workdir, checkpoint, env)
+    if meta.get('which_note'):
+      say(f'Note: plan.checkpoint={p.checkpoint}: {meta["which_note"]}.')
   stats, stats_source = load_stats(config, workdir, env, meta)
   planner = build_planner(config, env, stats, proto)
 
@@ -413,9 +449,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, checkpoint: str | 
       jnp.asarray(ep.states), jnp.asarray(goal)))  # (N, T)
   success = np.asarray(ep.success, bool)
   k = int(success.sum())
+  plan_nonfinite = np.asarray(ep.plan_nonfinite)  # (N, R) guarded steps or samples per plan.
+  bad_plans = ~np.isfinite(np.asarray(ep.plan_costs))  # (N, R) plans without a finite cost.
   out_dir = os.path.join(workdir, OUT_DIR, run_name(config))
   if primary:
     os.makedirs(out_dir, exist_ok=True)
+    io.clear_done(out_dir)
   results = {
       'task': config.task, 'variant': config.variant, 'run_name': run_name(config),
       'protocol': proto,
@@ -428,6 +467,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, checkpoint: str | 
       'success_rate': k / n, 'num_success': k, 'success_rate_ci95': wilson_interval(k, n),
       'mean_final_distance': float(np.mean(ep.final_distance)),
       'mean_min_distance': float(np.mean(ep.min_distance)),
+      # Non-finite costs or gradients the planners guarded (skipped steps, samples ranked
+      # last), and plans left without any finite cost.
+      'num_nonfinite': int(plan_nonfinite.sum()),
+      'num_nonfinite_plans': int(bad_plans.sum()), 'num_plans': int(bad_plans.size),
       'timing': {
           'compile_seconds': compile_s, 'run_seconds': run_s,
           'seconds_per_episode': run_s,  # All episodes run at once, batched.
@@ -442,15 +485,19 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, checkpoint: str | 
           'success_step': int(ep.success_step[i]) if success[i] else None,
           'init_state': init[i].tolist(), 'goal_state': goal[i].tolist(),
           'first_plan_cost': float(ep.plan_costs[i, 0]),
+          'num_nonfinite': int(plan_nonfinite[i].sum()),
+          'num_nonfinite_plans': int(bad_plans[i].sum()),
       } for i in range(n)],
       'stats_source': stats_source,
       'checkpoint': None if meta is None else {
-          'path': meta['checkpoint_path'], 'which': p.checkpoint, 'step': meta.get('step'),
-          'val_loss': meta.get('val_loss')},
+          'path': meta['checkpoint_path'], 'which': meta.get('which', p.checkpoint),
+          'requested': p.checkpoint, 'which_note': meta.get('which_note'),
+          'step': meta.get('step'), 'val_loss': meta.get('val_loss')},
       'machine': machine_lib.machine_info(),
   }
 
   if not primary:  # Process 0 writes the outputs.
+    raise_if_all_nonfinite(results, out_dir, written=False)
     return dict(results, out_dir=out_dir)
   say('Writing videos and the distance plot ...')
   paths, planned_label = write_videos(out_dir, config, env,
@@ -458,20 +505,34 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, checkpoint: str | 
                                       proto, init, goal, ep, int(p.num_videos))
   results['videos'] = {'paths': [os.path.relpath(q, out_dir) for q in paths],
                        'left': planned_label, 'right': 'executed states (env.render), then goal'}
-  write_plot(os.path.join(out_dir, 'distance.png'), distances, success,
-             f'{config.task}: {proto["settings"]}, {p.mode}; green success, red failure')
+  with io.atomic_path(os.path.join(out_dir, 'distance.png')) as tmp:
+    write_plot(tmp, distances, success,
+               f'{config.task}: {proto["settings"]}, {p.mode}; green success, red failure')
   results['plot'] = 'distance.png'
-  with open(os.path.join(out_dir, 'results.json'), 'w') as f:
-    json.dump(results, f, indent=1)
-  with open(os.path.join(out_dir, 'summary.md'), 'w') as f:
-    f.write(summary_markdown(results))
+  io.write_json(os.path.join(out_dir, RESULTS_FILE), results)
+  io.write_text(os.path.join(out_dir, SUMMARY_FILE), summary_markdown(results))
   lo, hi = results['success_rate_ci95']
   say(f'{config.task} {proto["settings"]} {p.mode}: success {k}/{n} = {k / n:.0%} '
       f'[95% CI {lo:.0%}-{hi:.0%}], mean final distance {results["mean_final_distance"]:.4g}, '
-      f'{run_s:.3g} s per batched episode, budget {budget_text}')
+      f'{run_s:.3g} s per batched episode, budget {budget_text}, non-finite: '
+      f'{results["num_nonfinite"]} guarded, {results["num_nonfinite_plans"]}/'
+      f'{results["num_plans"]} plans')
+  raise_if_all_nonfinite(results, out_dir, written=True)
+  io.mark_done(out_dir, [RESULTS_FILE, SUMMARY_FILE], num_success=k, num_instances=n)
   say(f'Results in {out_dir}')
   results['out_dir'] = out_dir
   return results
+
+
+def raise_if_all_nonfinite(results: dict[str, Any], out_dir: str, written: bool) -> None:
+  """Raises NonFiniteError when no plan of the run had a finite cost (its success rate would
+  measure nothing but the initial actions)."""
+  if results['num_plans'] and results['num_nonfinite_plans'] == results['num_plans']:
+    raise checks.NonFiniteError(
+        f'Every one of the {results["num_plans"]} plans had a non-finite cost '
+        f'({results["num_nonfinite"]} non-finite costs or gradients guarded): the world model or '
+        'the planner settings produce NaN or infinities, and the success rate measures nothing.'
+        + (f' The results are in {out_dir} for inspection, not marked done.' if written else ''))
 
 
 def main(argv, config_flag, workdir_flag, checkpoint_flag, distributed_flags=None):
@@ -479,7 +540,10 @@ def main(argv, config_flag, workdir_flag, checkpoint_flag, distributed_flags=Non
   evaluate(config_flag.value, workdir_flag.value, checkpoint_flag.value)
 
 
+def run():
+  """Entry point of `wmjax-plan` and of `python experiments/plan.py`."""
+  cli.run(main, define_flags, distributed=True)
+
+
 if __name__ == '__main__':
-  _flags = define_flags()
-  _distributed_flags = distributed.define_flags()
-  app.run(lambda argv: main(argv, *_flags, distributed_flags=_distributed_flags))
+  run()

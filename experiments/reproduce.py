@@ -19,22 +19,16 @@ numbers) and `<workdir>/<task>/success_vs_time.png`.
 import copy
 import fnmatch
 import importlib
-import json
 import os
-import sys
 import time
 from typing import Any
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
-
-from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
+from experiments import cli
 from experiments import diagnose_gap
 from experiments import finetune as finetune_lib
 from experiments import generate_data
@@ -44,6 +38,7 @@ from experiments import runtime
 from experiments import train_world_model as train_lib
 from wmjax import data as data_lib
 from wmjax import envs
+from wmjax import io
 from wmjax import machine as machine_lib
 
 MODEL_LABELS = {'base': 'base', 'adversarial': 'AWM', 'online': 'OWM'}
@@ -205,57 +200,60 @@ def checkpoint_dir(taskdir: str, model: str) -> str:
 
 # ------------------------------------------------------------------------------------ stages
 def run_task(rc, task: str, workdir: str, say=print) -> dict[str, Any]:
-  """All stages of one task (each skipped when its output exists); returns the task's results."""
+  """All stages of one task (each skipped when its done marker vouches for its outputs);
+  returns the task's results."""
   c = task_config(rc, task)
   taskdir = os.path.join(workdir, task)
   os.makedirs(taskdir, exist_ok=True)
-  timings = _load_json(os.path.join(taskdir, 'stage_seconds.json')) or {}
+  try:
+    timings = _load_json(os.path.join(taskdir, 'stage_seconds.json')) or {}
+  except io.CorruptFileError as e:
+    say(f'[{task}] {e} Stage times start over.')
+    timings = {}
 
-  def stage(name, done, fn):
-    if done():
+  def stage(name, directory, fn):
+    problem = 'always run' if directory is None else io.done_problem(directory)
+    if problem is None:
       say(f'[{task}] {name}: done already, skipped')
       return
+    if directory is not None and os.path.exists(os.path.join(directory, io.DONE_FILE)):
+      say(f'[{task}] {name}: not done after all ({problem}); running it again')
     say(f'[{task}] {name} ...')
     t0 = time.perf_counter()
-    fn()
+    result = fn()
+    if isinstance(result, dict) and result.get('skipped'):
+      return  # The stage found its own output: keep the time it took when it ran.
     timings[name] = time.perf_counter() - t0
     _write_json(os.path.join(taskdir, 'stage_seconds.json'), timings)
 
-  stage('data', lambda: False,
+  stage('data', None,
         lambda: generate_data.generate(c, taskdir, progress=False, preview=True))
-  stage('train base model', _exists(taskdir, train_lib.OUT_DIR, train_lib.EVAL_FILE),
+  stage('train base model', os.path.join(taskdir, train_lib.OUT_DIR),
         lambda: train_lib.train_and_evaluate(c, taskdir))
   for method in [m for m in rc.models if m != 'base']:
     fc = copy.deepcopy(c)
     fc.finetune.method = method
-    stage(f'finetune {method}',
-          _exists(taskdir, finetune_lib.OUT_PREFIX + method, train_lib.EVAL_FILE),
+    stage(f'finetune {method}', os.path.join(taskdir, finetune_lib.OUT_PREFIX + method),
           lambda fc=fc: finetune_lib.finetune(fc, taskdir))
-  stage('diagnose the gap', _exists(taskdir, diagnose_gap.OUT_DIR, 'gap.json'),
+  stage('diagnose the gap', os.path.join(taskdir, diagnose_gap.OUT_DIR),
         lambda: diagnose_gap.diagnose(copy.deepcopy(c), taskdir))
   for row in rows(rc, task):
     out = os.path.join(taskdir, plan_lib.OUT_DIR, row['name'])
-    stage(f'plan {row["name"]}', _exists(out, 'results.json'),
+    stage(f'plan {row["name"]}', out,
           lambda row=row: plan_lib.evaluate(row_config(c, row), taskdir,
                                             checkpoint_dir(taskdir, row['model'])))
   return collect_task(rc, task, taskdir, c, timings)
 
 
-def _exists(*parts):
-  return lambda: os.path.exists(os.path.join(*parts))
-
-
 def _load_json(path):
+  """The parsed file, None if absent; io.CorruptFileError (naming it) if damaged."""
   if not os.path.exists(path):
     return None
-  with open(path) as f:
-    return json.load(f)
+  return io.read_json(path)
 
 
 def _write_json(path, obj):
-  with open(path + '.tmp', 'w') as f:
-    json.dump(obj, f, indent=1)
-  os.replace(path + '.tmp', path)
+  io.write_json(path, obj)
 
 
 # ------------------------------------------------------------------------------------ results
@@ -288,7 +286,8 @@ def collect_task(rc, task: str, taskdir: str, c, timings) -> dict[str, Any]:
             'evaluations': evaluations, 'stage_seconds': timings,
             'seeds': {'plan.seed': int(rc.seed), 'data.seed': int(c.data.seed),
                       'seed': int(c.seed)}}
-  plot_success_vs_time(result, os.path.join(taskdir, 'success_vs_time.png'))
+  with io.atomic_path(os.path.join(taskdir, 'success_vs_time.png')) as tmp:
+    plot_success_vs_time(result, tmp)
   return result
 
 
@@ -347,6 +346,31 @@ def _on_same_problems(e: dict[str, Any], ev: list[dict[str, Any]]) -> str:
   return ', '.join(out) or '-'
 
 
+def _how_to_read(variant: str, scale: str, has_ceiling: bool) -> list[str]:
+  """What the success table's columns mean and which of its numbers compare."""
+  sizes = f'`{variant}`-sized' + (', trained for fewer steps (quick scale)' if scale == 'quick'
+                                   else '')
+  out = ['Columns: *model* is what the planner plans through (base: trained by teacher forcing; '
+         'AWM / OWM: the base model finetuned adversarially / online; simulator: the true '
+         'dynamics); *mode* is open loop (one plan, executed blind) or MPC (replanning after '
+         'executed actions); one column per planner; *paper GD / Adam / CEM* is the success '
+         'the paper reports for the same model and mode (arXiv 2512.09929, Table 1).', '',
+         'What compares: rows and planners of this table with each other (same problems, seeds '
+         'and executed-action budget). The paper column does not compare number to number: the '
+         'paper plans through DINO-WM at its sizes (a frozen DINOv2 encoder, a 6-layer '
+         f'predictor) on its own datasets, 50 problems per cell; these world models are {sizes}, '
+         'trained on data of our own simulators, with planner budgets scaled down '
+         '(`plan.*` of the task config). Read the paper column for the direction of its effects '
+         '(AWM and OWM help Adam, CEM is strong), not for levels.']
+  if has_ceiling:
+    out += ['', 'The simulator row is not an upper bound: it removes model error only. Its '
+            'planner minimises the same latent cost (the base model\'s encoder on rendered '
+            'frames) with the same budget, through contacts and a renderer whose gradients can '
+            'be flat or non-finite, so a learned model, smoother, can score above it; where one '
+            'does, the cost and the planner, not the model, limit success.']
+  return out
+
+
 def markdown(results: dict[str, Any]) -> str:
   """The reproduction's tables: model quality, the gap, success per cell, timing."""
   out = [f'# Reproduction ({results["scale"]} scale)', '',
@@ -365,10 +389,9 @@ def markdown(results: dict[str, Any]) -> str:
     grid = [e for e in ev if e['kind'] in ('grid', 'baseline', 'bounded', 'ceiling')]
     planners = list(dict.fromkeys(e['planner'] for e in grid))
     n = max(e['num_instances'] for e in ev)
-    out += ['Success % [95% CI], ' + f'{n} problems unless (n=...) says fewer: the first n of '
-            f'the same problems (plan.seed {t["seeds"]["plan.seed"]}); budget per MPC episode: '
-            'equal executed model actions for every planner. The simulator row plans through the '
-            'true dynamics with the base model\'s own latent cost.', '',
+    out += ['Success % [95% CI] on ' + f'{n} problems (plan.seed {t["seeds"]["plan.seed"]}) '
+            'unless (n=...) says fewer: the first n of the same problems. Every planner executes '
+            'the same number of model actions per MPC episode.', '',
             '| model | mode | ' + ' | '.join(planners) + ' | paper GD / Adam / CEM |',
             '|---|---|' + '---|' * (len(planners) + 1)]
     keys = list(dict.fromkeys((e['model'], e['mode'], e['bounded']) for e in grid))
@@ -379,17 +402,29 @@ def markdown(results: dict[str, Any]) -> str:
       label = 'simulator (ceiling)' if model == 'simulator' else MODEL_LABELS[model]
       out.append(f'| {label}{" bounded" if bounded else ""} | {mode} | ' + ' | '.join(cells)
                  + f' | {" / ".join(map(str, pub)) if pub else "-"} |')
-    out += ['', '| row | settings | budget (replans x executed = model actions) | problems | '
-            's per batched episode | s per problem | compile s | success % | Adam / CEM MPC on '
-            'the same problems |', '|---|---|---|---|---|---|---|---|---|']
+    out += ['', *_how_to_read(t['variant'], results['scale'], any(e['simulator'] for e in ev))]
+    fewer = any(e['num_instances'] < n for e in ev)
+    columns = ['row', 'settings', 'budget (replans x executed = model actions)', 'problems',
+               's per batched episode', 's per problem', 'compile s', 'success %']
+    if fewer:
+      columns.append('Adam / CEM MPC on the same problems')
+    out += ['', 'Every evaluation: the planner\'s settings, its budget, the problems it ran on, '
+            'seconds per MPC episode with all its problems batched in one call and that time '
+            'divided by the problems (the column to compare speed by), compile seconds (not part '
+            'of the run times), success %' + (
+                '; for rows run on fewer problems, Adam\'s and CEM\'s MPC success (same model) '
+                'on exactly those problems, the numbers such a row compares with.' if fewer
+                else '.'), '',
+            '| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
     for e in ev:
       b = e['budget']
-      same = _on_same_problems(e, ev) if e['num_instances'] < n else ''
-      out.append(f'| {e["name"]} | {e["settings"]} | {b["num_replans"]} x {b["execute"]} = '
-                 f'{b["model_actions"]} | {e["num_instances"]} | '
-                 f'{e["seconds_per_episode"]:.3g} | {e["seconds_per_instance"]:.3g} | '
-                 f'{e["compile_seconds"]:.3g} | {_cell(e)} | '
-                 f'{same} |')
+      cells = [e['name'], e['settings'],
+               f'{b["num_replans"]} x {b["execute"]} = {b["model_actions"]}',
+               str(e['num_instances']), f'{e["seconds_per_episode"]:.3g}',
+               f'{e["seconds_per_instance"]:.3g}', f'{e["compile_seconds"]:.3g}', _cell(e)]
+      if fewer:
+        cells.append(_on_same_problems(e, ev) if e['num_instances'] < n else '')
+      out.append('| ' + ' | '.join(cells) + ' |')
     out += ['', f'Stage times (s): ' + ', '.join(f'{k} {v:.0f}'
                                                  for k, v in t['stage_seconds'].items()),
             '', f'![success vs time]({t["task"]}/success_vs_time.png)', '']
@@ -397,16 +432,26 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def reproduce(rc: ml_collections.ConfigDict, workdir: str, say=print) -> dict[str, Any]:
-  """Runs (or continues) every task; writes and returns the combined results."""
+  """Runs (or continues) every task; writes and returns the combined results.
+
+  Holds the lock of `workdir` (and each stage that of its task directory); writes every file
+  atomically and `done.json` last.
+  """
   check_config(rc)
+  with io.workdir_lock(workdir, 'reproduce'):
+    return _reproduce(rc, workdir, say)
+
+
+def _reproduce(rc, workdir, say):
+  io.clear_done(workdir)
   tasks = [run_task(rc, task, workdir, say) for task in rc.tasks]
   results = {'scale': rc.scale, 'tasks': tasks, 'config': rc.to_dict(),
              # Total work, including stages run by earlier (interrupted) invocations.
              'seconds': sum(sum(t['stage_seconds'].values()) for t in tasks),
              'machine': machine_lib.machine_info()}
   _write_json(os.path.join(workdir, 'results.json'), results)
-  with open(os.path.join(workdir, 'results.md'), 'w') as f:
-    f.write(markdown(results))
+  io.write_text(os.path.join(workdir, 'results.md'), markdown(results))
+  io.mark_done(workdir, ['results.json', 'results.md'])
   return results
 
 
@@ -417,6 +462,10 @@ def main(argv, config_flag, workdir_flag):
   print(f'Results in {os.path.join(workdir_flag.value, "results.md")}')
 
 
+def run():
+  """Entry point of `wmjax-reproduce` and of `python experiments/reproduce.py`."""
+  cli.run(main, define_flags)
+
+
 if __name__ == '__main__':
-  _flags = define_flags()
-  app.run(lambda argv: main(argv, *_flags))
+  run()

@@ -12,24 +12,19 @@ validate every `train.eval_every` steps on held-out trajectories; checkpoint eve
 evaluate 1- and H-step open-loop latent prediction errors ('history' and 'markov' rollouts) beside
 the "predict no change" baseline into `<workdir>/world_model/eval.json`.
 
-Restarted in the same workdir, the run resumes from its latest checkpoint and ends with the same
-parameters as an uninterrupted run: every step's data and dropout keys are functions of
-(seed, step) only.
+Restarted in the same workdir, the run resumes from its latest intact checkpoint (a damaged one is
+skipped with a warning and moved to `world_model/corrupt/`) and ends with the same parameters as an
+uninterrupted run: every step's data and dropout keys are functions of (seed, step) only. A
+checkpoint written with other training settings is refused unless --accept_changed_settings; a
+non-finite loss or gradient stops the run before anything non-finite is saved; the workdir is
+locked against a second writer; `world_model/done.json` is written last.
 """
 
-import json
 import math
 import os
-import sys
 import time
 from typing import Any
 
-# Lets `experiments.configs.*` import when this file is run as a script.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
-
-from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 import jax
 import jax.numpy as jnp
@@ -38,9 +33,12 @@ from ml_collections import config_flags
 import numpy as np
 import tqdm
 
+from experiments import cli
 from experiments import runtime
+from wmjax import checks
 from wmjax import data as data_lib
 from wmjax import distributed
+from wmjax import io
 from wmjax import parallel
 from wmjax import training
 from wmjax.envs import render as render_lib
@@ -54,8 +52,11 @@ def define_flags() -> tuple[Any, Any]:
       'config', None, 'Task config, e.g. experiments/configs/wall.py:cpu.', lock_config=True)
   workdir = flags.DEFINE_string('workdir', None,
                                 'Run directory (DIR/dataset in, DIR/world_model out).')
+  accept = flags.DEFINE_bool(
+      'accept_changed_settings', False, 'Resume a run whose checkpoint was written with other '
+      'training settings (seed, data, train.*), continuing with the new ones.')
   flags.mark_flags_as_required(['config', 'workdir'])
-  return config, workdir
+  return config, workdir, accept
 
 
 DATASET_DIR = 'dataset'
@@ -65,10 +66,27 @@ ENCODERS = ('identity', 'conv', 'dinov2_vits14')
 ROLLOUT_MODES = ('history', 'markov')
 # Sub-streams of the run seed (data and dropout keys are fold_in(stream, step)).
 _INIT, _DATA, _DROPOUT, _PRETRAIN = 0, 1, 2, 3
+# Numeric fields and their valid ranges (checks.range_problem); every other number of the config
+# must be finite.
+TRAIN_RANGES = {
+    **{f'train.{k}': {'low': 0} for k in ('predictor_lr', 'encoder_lr', 'weight_decay',
+                                            'grad_clip', 'encoder_pretrain_lr',
+                                            'encoder_pretrain_state_weight')},
+    'data.val_fraction': {'low': 0, 'high': 1, 'high_open': True},
+    'probe.ridge': {'low': 0, 'low_open': True},
+}
+NONFINITE_HINT = ('Lower train.predictor_lr / train.encoder_lr, set train.grad_clip > 0, or check '
+                  'the dataset; then rerun (with --accept_changed_settings to resume from the '
+                  'last checkpoint with the new settings).')
 
 
-def check_config(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError on contradictory or invalid model/train settings (before any work)."""
+def check_config(config: ml_collections.ConfigDict,
+                 ranges: dict[str, dict[str, Any]] | None = None) -> None:
+  """Raises ValueError on contradictory or invalid model/train settings (before any work).
+
+  Every number of the config must be finite, and those named in `ranges` (default
+  `TRAIN_RANGES`; see `wmjax.checks.config_problems`) in their range.
+  """
   m, t = config.model, config.train
   errors = []
   if m.encoder not in ENCODERS:
@@ -103,9 +121,18 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       errors.append(f'train.{name} must be >= 1; got {t[name]}')
   if int(t.steps) < 0:
     errors.append(f'train.steps must be >= 0; got {t.steps}')
-  for name in ('predictor_lr', 'encoder_lr', 'weight_decay', 'grad_clip'):
-    if float(t[name]) < 0:
-      errors.append(f'train.{name} must be >= 0; got {t[name]}')
+  if int(t.warmup_steps) < 0:
+    errors.append(f'train.warmup_steps must be >= 0; got {t.warmup_steps}')
+  if t.lr_schedule not in training.optim.SCHEDULES:
+    errors.append(f'train.lr_schedule={t.lr_schedule!r}; choose one of '
+                  f'{training.optim.SCHEDULES}')
+  if int(config.image_size) < 1:
+    errors.append(f'image_size must be >= 1; got {config.image_size}')
+  if 'probe' in config and int(config.probe.train_frames) > 0 and int(
+      config.probe.test_frames) < 1:
+    errors.append(f'probe.test_frames must be >= 1 when probe.train_frames > 0; got '
+                  f'{config.probe.test_frames}')
+  errors += checks.config_problems(config, TRAIN_RANGES if ranges is None else ranges)
   if errors:
     raise ValueError('Invalid config:\n  ' + '\n  '.join(errors))
 
@@ -153,7 +180,10 @@ def pretrain_encoder(config, env, train: data_lib.WindowArrays, model_kwargs, pr
       images, conv_cfg, jax.random.fold_in(jax.random.key(int(config.seed)), _PRETRAIN),
       steps=int(t.encoder_pretrain_steps), batch_size=int(t.encoder_pretrain_batch_size),
       learning_rate=float(t.encoder_pretrain_lr), progress=progress,
-      states=states[pick] if float(t.encoder_pretrain_state_weight) > 0 else None,
+      # The readout regresses continuous state features (angles as cos and sin: a wrapped angle
+      # jumps by 2 pi between nearly identical frames).
+      states=(data_lib.readout_targets(config.task, states[pick])
+              if float(t.encoder_pretrain_state_weight) > 0 else None),
       state_weight=float(t.encoder_pretrain_state_weight))
   summary = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
   summary.update(images=int(count), seconds=time.perf_counter() - t0)
@@ -246,6 +276,28 @@ def final_evaluation(rollout_eval, params, val, config, env, needs_pixels) -> di
   return {'horizon': horizon, 'windows': count, 'errors': errors}
 
 
+def probe_evaluation(model, params, config, env, train, val, needs_pixels) -> dict[str, Any]:
+  """Linear-probe R^2 of the frozen encoder per state feature (wmjax/training/probe.py): fitted
+  on `probe.train_frames` training frames, scored on `probe.test_frames` held-out frames.
+
+  Returns the eval.json entries 'probe_r2' (visual tokens only: does the image code carry the
+  state?), 'probe_r2_with_proprio' (the proprio embedding appended) and 'probe' (frame counts,
+  ridge); empty when `probe.train_frames` is 0.
+  """
+  p = config.get('probe')
+  if p is None or int(p.train_frames) < 1 or val is None:
+    return {}
+  render = _render_args(config, env, needs_pixels)
+  # Host copies (the same on every process): frames are drawn and encoded on each process alone.
+  params, train, val = parallel.gather((params, train, val))
+  out = training.probe_encoder(
+      model, params, config.task, train, val, env=render.get('env'),
+      image_size=render.get('image_size'), train_frames=int(p.train_frames),
+      test_frames=int(p.test_frames), ridge=float(p.ridge), seed=int(config.seed))
+  return {'probe_r2': out['visual'], 'probe_r2_with_proprio': out['visual_proprio'],
+          'probe': {k: out[k] for k in ('train_frames', 'test_frames', 'ridge')}}
+
+
 def format_table(evaluation: dict[str, Any]) -> str:
   """A small text table of the final evaluation (combined visual + proprio MSE)."""
   h = evaluation['horizon']
@@ -258,6 +310,10 @@ def format_table(evaluation: dict[str, Any]) -> str:
       m, b = e['model']['loss'][k - 1], e['no_change']['loss'][k - 1]
       ratio = m / b if b > 0 else math.nan
       lines.append(f'{mode:<9} {k:>2} {m:>11.4g} {b:>11.4g} {ratio:>7.3f}')
+  if evaluation.get('probe_r2') is not None:
+    lines.append(training.probe.format_probe(dict(
+        evaluation['probe'], visual=evaluation['probe_r2'],
+        visual_proprio=evaluation['probe_r2_with_proprio'])))
   return '\n'.join(lines)
 
 
@@ -275,23 +331,34 @@ class NullWriter:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       progress: bool = True, mesh=None) -> dict[str, Any]:
+                       progress: bool = True, mesh=None,
+                       accept_changed_settings: bool = False) -> dict[str, Any]:
   """Runs (or resumes) training and the final evaluation; returns a summary dict.
 
   Training is data parallel over `mesh` (default: every device of every process; the global
   batch `train.batch_size` must divide across them). In a multi-process job every process runs
-  this with the same arguments; process 0 writes the metrics, eval.json and the progress bar,
-  and all take part in the (orbax) checkpoint saves.
+  this with the same arguments; process 0 holds the workdir lock and writes the metrics,
+  eval.json, the done marker and the progress bar, and all take part in the (orbax) checkpoint
+  saves.
+
+  A checkpoint written with other training settings is refused (naming each difference) unless
+  `accept_changed_settings`. Training stops with `wmjax.checks.NonFiniteError` at the first
+  non-finite loss or gradient, before anything non-finite is saved.
   """
+  check_config(config)
+  with io.workdir_lock(workdir, 'train_world_model', enabled=distributed.is_primary()):
+    return _train_and_evaluate(config, workdir, progress, mesh, accept_changed_settings)
+
+
+def _train_and_evaluate(config, workdir, progress, mesh, accept_changed_settings):
   from wmjax import envs  # pylint: disable=g-import-not-at-top
 
-  check_config(config)
   t = config.train
   mesh = parallel.make_mesh() if mesh is None else mesh
   parallel.check_divisible(int(t.batch_size), mesh, 'train.batch_size')
   primary = distributed.is_primary()
   progress = progress and primary
-  env = envs.load(config.task)
+  env = envs.load(config.task, clip_actions=config.clip_actions)
   ds, train, val = load_data(config, workdir, env)
   out_dir = os.path.join(workdir, OUT_DIR)
   os.makedirs(out_dir, exist_ok=True)
@@ -311,18 +378,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return training.create_train_state(params, optimizer)
 
   ckpt = training.Checkpointer(os.path.join(out_dir), keep=int(t.keep))
-  writer = training.MetricWriter(out_dir) if primary else NullWriter()
   t_start = time.perf_counter()
-  resumed_from = ckpt.latest_step()
+  try:
+    start = training.start_or_resume(ckpt, init_state, meta, config,
+                                     accept_changed_settings=accept_changed_settings)
+  except BaseException:
+    ckpt.close()
+    raise
+  resumed_from = start.step
+  meta['run_id'] = start.run_id  # Tells this run's saves (best/ included) from another's.
+  if primary:
+    io.clear_done(out_dir)  # Written again last, when this run has finished.
+  writer = training.MetricWriter(out_dir) if primary else NullWriter()
   pretrain_summary = None
   if resumed_from is not None:
-    target = jax.eval_shape(init_state)
-    state, stored = ckpt.restore(target, expected_meta=meta)
+    state, stored = start.state, start.meta
     pretrain_summary = stored.get('encoder_pretraining')
     if primary:
       print(f'Resuming from the checkpoint at step {resumed_from} in {ckpt.directory}.')
+      if start.changed_settings:
+        print('Continuing with changed training settings:\n  '
+              + '\n  '.join(start.changed_settings))
     writer.truncate_after(resumed_from)
   else:
+    writer.truncate_after(-1)  # Records of an earlier run without checkpoints.
     encoder_params = None
     if model.encoder_name == 'conv':
       if primary:
@@ -345,25 +424,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   last_val = None
   t_loop = time.perf_counter()
   first_step = step
+  pending = None  # (step, metrics) checked for non-finite values once the next step is queued.
+
+  def check(pending):
+    if pending is not None:
+      try:
+        training.raise_if_nonfinite(*pending, last_saved=ckpt.latest_step(),
+                                    directory=ckpt.directory, hint=NONFINITE_HINT)
+      except checks.NonFiniteError:
+        writer.close()
+        ckpt.close()  # Finishes the (finite) saves already started.
+        raise
+
   with tqdm.tqdm(total=steps, initial=min(step, steps), desc='world model', disable=not progress,
                  dynamic_ncols=True) as bar:
     while step < steps:
       state, metrics = train_iteration(state, train, root)
       step += 1
+      check(pending)  # The previous step's (finished by now; this one keeps the device busy).
+      pending = (step, metrics)
       bar.update(1)
+      do_eval = val is not None and (step % int(t.eval_every) == 0 or step == steps)
+      do_ckpt = step % int(t.checkpoint_every) == 0 or step == steps
+      if do_eval or do_ckpt or step % int(t.log_every) == 0:
+        check(pending)  # Nothing is logged, validated or saved after a non-finite step.
+        pending = None
       if step % int(t.log_every) == 0 or step == steps:
         host = jax.device_get(metrics)
         elapsed = time.perf_counter() - t_loop
         host['steps_per_s'] = (step - first_step) / max(elapsed, 1e-9)
         writer.write(step, host)
         bar.set_postfix(loss=f'{float(host["loss"]):.4g}')
-      do_eval = val is not None and (step % int(t.eval_every) == 0 or step == steps)
-      do_ckpt = step % int(t.checkpoint_every) == 0 or step == steps
       val_loss = None
       if do_eval:
         val_metrics = validation_loss(eval_batch, state, val, config, env, needs_pixels)
         val_loss = last_val = val_metrics['loss']
         writer.write(step, val_metrics, split='val')
+        check_val_loss(val_loss, step, ckpt)
         if best is None or val_loss < best:
           best = val_loss
           ckpt.save_if_best(state, dict(meta, best_val_loss=best), val_loss)
@@ -387,10 +484,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     evaluation = final_evaluation(rollout_eval, training.full_params(state), val, config, env,
                                   needs_pixels)
     evaluation.update(step=step, val_loss=last_val, best_val_loss=best)
+    evaluation.update(probe_evaluation(model, training.full_params(state), config, env, train,
+                                       val, needs_pixels))
     if primary:
-      with open(os.path.join(out_dir, EVAL_FILE + '.tmp'), 'w') as f:
-        json.dump(evaluation, f, indent=1)
-      os.replace(os.path.join(out_dir, EVAL_FILE + '.tmp'), os.path.join(out_dir, EVAL_FILE))
+      io.write_json(os.path.join(out_dir, EVAL_FILE), evaluation)
     summary['evaluation'] = evaluation
     e = evaluation['errors']
     h = evaluation['horizon']
@@ -400,8 +497,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             e[mode]['model']['loss'][k - 1] / max(e[mode]['no_change']['loss'][k - 1], 1e-30))
   writer.close()
   ckpt.close()
+  if primary:  # Last: the stage is done.
+    io.mark_done(out_dir, [EVAL_FILE] if val is not None else [], step=step,
+                 best_step=summary['best_step'])
   summary['total_seconds'] = time.perf_counter() - t_start
   return summary
+
+
+def check_val_loss(val_loss: float, step: int, ckpt) -> None:
+  """Raises NonFiniteError for a non-finite validation loss (nothing is saved at that step)."""
+  if not math.isfinite(val_loss):
+    ckpt.wait()  # Finishes the (finite) saves already started.
+    message = (f'Training stopped at step {step}: the validation loss is {val_loss} (the '
+               'parameters are finite). Nothing was saved at this step; the newest checkpoint '
+               f'is step {ckpt.latest_step()} in {ckpt.directory}. {NONFINITE_HINT}')
+    ckpt.close()
+    raise checks.NonFiniteError(message)
 
 
 SUMMARY_KEYS = ('task', 'variant', 'encoder', 'num_params', 'steps', 'resumed_from',
@@ -418,14 +529,18 @@ def print_summary(summary: dict[str, Any], keys: tuple[str, ...] = SUMMARY_KEYS)
     print(f'{k:<18} {v:.4g}' if isinstance(v, float) else f'{k:<18} {v}')
 
 
-def main(argv, config_flag, workdir_flag, distributed_flags=None):
+def main(argv, config_flag, workdir_flag, accept_flag, distributed_flags=None):
   runtime.start(argv, distributed_flags)
-  summary = train_and_evaluate(config_flag.value, workdir_flag.value)
+  summary = train_and_evaluate(config_flag.value, workdir_flag.value,
+                               accept_changed_settings=accept_flag.value)
   if distributed.is_primary():
     print_summary(summary)
 
 
+def run():
+  """Entry point of `wmjax-train` and of `python experiments/train_world_model.py`."""
+  cli.run(main, define_flags, distributed=True)
+
+
 if __name__ == '__main__':
-  _flags = define_flags()
-  _distributed_flags = distributed.define_flags()
-  app.run(lambda argv: main(argv, *_flags, distributed_flags=_distributed_flags))
+  run()

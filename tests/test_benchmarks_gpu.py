@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from benchmarks import gpu as bench
+from limits import TIMEOUT_S
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get('WMJAX_TEST_CACHE', os.path.join(ROOT, '.jax_cache'))
@@ -23,7 +24,7 @@ def test_tiny_run_writes_every_row_with_finite_times(tmp_path):
   proc = subprocess.run(
       [sys.executable, os.path.join(ROOT, 'benchmarks', 'gpu.py'), '--sizes=tiny',
        '--repeats=2', f'--json_out={out}', f'--compilation_cache_dir={CACHE}'],
-      capture_output=True, text=True, cwd=ROOT, timeout=600,
+      capture_output=True, text=True, cwd=ROOT, timeout=TIMEOUT_S,
       env=dict(os.environ, JAX_PLATFORMS='cpu'))
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'jax_default_matmul_precision' in proc.stdout and 'backend cpu' in proc.stdout
@@ -33,6 +34,7 @@ def test_tiny_run_writes_every_row_with_finite_times(tmp_path):
   model = result['model']
   assert (model['tokens'], model['token_dim'], model['block_width']) == (16, 32, 32)
   assert model['attention_resolved'] == 'default (xla)'  # auto in float32 on a CPU.
+  assert model['attention_method'] == 'mask'
   assert model['peak_tflops'] is None  # Unknown card: no fraction of peak.
   rows = {(r['name'], r['instances']): r for r in result['rows']}
   assert sorted(rows) == [('adam', 1), ('adam', 3), ('cem', 1), ('forward', 16), ('train', 4)]
@@ -56,9 +58,10 @@ def test_bfloat16_cudnn_padded_run_falls_back_on_cpu():
   with pytest.warns(RuntimeWarning, match="falling back to 'xla'"):
     bench.predictor_lib._WARNED.clear()  # pylint: disable=protected-access
     result = bench.run(sizes='tiny', dtype='bfloat16', attention='cudnn', pad_width_to=48,
-                       rows=('forward',), repeats=1)
+                       rows=('forward',), repeats=1, attention_method='prefix')
   model = result['model']
   assert model['attention_resolved'] == 'xla' and model['block_width'] == 48
+  assert model['attention_method'] == 'prefix'  # What cuDNN runs, here through XLA.
   assert model['matmul_precision'] == 'bfloat16'
   (r,) = result['rows']
   assert 'error' not in r, r

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 from benchmarks import planning as bench
+from limits import TIMEOUT_S
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,7 +27,7 @@ def test_quick_run_prints_table_and_ratios():
   proc = subprocess.run(
       [sys.executable, os.path.join(ROOT, 'benchmarks', 'planning.py'), '--quick',
        f'--compilation_cache_dir={cache}'],
-      capture_output=True, text=True, cwd=ROOT, timeout=300,
+      capture_output=True, text=True, cwd=ROOT, timeout=TIMEOUT_S,
       env=dict(os.environ, JAX_PLATFORMS='cpu'))
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = proc.stdout

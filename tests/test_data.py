@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from wmjax import data as data_lib
+from wmjax import io
 from wmjax.data import dataset as dataset_lib
 from wmjax.data import loader as loader_lib
 from wmjax.envs import base
@@ -226,11 +227,14 @@ def test_missing_files(tmp_path):
     dataset_lib.load_dataset(path)
 
 
-def _edit_meta(path, **changes):
+def _edit_meta(path, resign=True, **changes):
+  """Edits meta.json; `resign` recomputes its checksum (else the edit looks like damage)."""
   meta_path = os.path.join(path, 'meta.json')
   with open(meta_path) as f:
     meta = json.load(f)
   meta.update(changes)
+  if resign and 'meta_sha256' in meta:
+    meta['meta_sha256'] = dataset_lib.meta_digest(meta)
   with open(meta_path, 'w') as f:
     json.dump(meta, f)
 
@@ -260,6 +264,43 @@ def test_meta_mismatches(tmp_path):
   with open(os.path.join(path, 'meta.json'), 'w') as f:
     f.write('{"format": ')
   with pytest.raises(ValueError, match='not valid JSON'):
+    dataset_lib.load_dataset(path)
+
+
+def test_edited_normalisation_stats_are_refused(tmp_path):
+  path = str(tmp_path / 'ds')
+  meta = _write(path)
+  stats = dict(meta['stats'], action_std=[s * 10 for s in meta['stats']['action_std']])
+  _edit_meta(path, resign=False, stats=stats)
+  for read in (dataset_lib.read_meta, dataset_lib.load_dataset):
+    with pytest.raises(ValueError, match=r'meta.json was edited or damaged.*--overwrite'):
+      read(path)
+  # A dataset written before meta.json had a checksum: its stats are checked against the arrays.
+  _edit_meta(path, resign=False, meta_sha256=None)
+  with open(os.path.join(path, 'meta.json')) as f:
+    legacy = {k: v for k, v in json.load(f).items() if k != 'meta_sha256'}
+  with open(os.path.join(path, 'meta.json'), 'w') as f:
+    json.dump(legacy, f)
+  with pytest.raises(ValueError, match='stats.action_std does not match the arrays'):
+    dataset_lib.load_dataset(path)
+  _edit_meta(path, stats=dict(stats, action_std=[float('nan'), 1.0]))
+  with pytest.raises(ValueError, match=r'stats.action_std = \[nan, 1.0\] must be finite and > 0'):
+    dataset_lib.read_meta(path)
+
+
+def test_nonfinite_arrays_are_refused_at_load(tmp_path):
+  # A NaN in `states` with arrays_sha256 recomputed, so only the finite check can catch it.
+  path = str(tmp_path / 'ds')
+  _write(path)
+  arrays_path = os.path.join(path, 'arrays.npz')
+  with np.load(arrays_path) as z:
+    arrays = {k: z[k] for k in z.files}
+  arrays['states'][2, 5, 1] = np.nan
+  with open(arrays_path, 'wb') as f:
+    np.savez(f, **arrays)
+  _edit_meta(path, arrays_sha256=io.sha256_file(arrays_path))
+  with pytest.raises(ValueError, match=r'states holds 1 non-finite values \(first at trajectory 2, '
+                     r'step 5, channel 1\)'):
     dataset_lib.load_dataset(path)
 
 
@@ -426,7 +467,7 @@ def _load_module(rel):
     ('pusht', 3, (18500, 150)), ('pointmaze', 3, (2000, 100)), ('wall', 1, (1920, 50))])
 def test_configs(task, num_hist, paper_size):
   mod = _load_module(f'experiments/configs/{task}.py')
-  for variant in ('test', 'cpu', 'paper'):
+  for variant in ('test', 'cpu', 'gpu', 'paper'):
     c = mod.get_config(variant)
     assert c.task == task and c.num_hist == num_hist and c.frameskip == 5
     assert c.data.trajectory_length >= c.num_hist * c.frameskip
@@ -459,11 +500,28 @@ def test_generate_data_end_to_end(tmp_path, capsys):
   assert data_lib.load_dataset(os.path.join(workdir, 'dataset')).num_trajectories == 6
 
 
+def test_interrupted_overwrite_leaves_nothing_behind(tmp_path):
+  gen = _load_module('experiments/generate_data.py')
+  config = _load_module('experiments/configs/wall.py').get_config('test')
+  workdir = str(tmp_path / 'run')
+  gen.generate(config, workdir, progress=False, preview=False)
+  # What `--overwrite` killed mid-write leaves: a temporary dataset of a dead writer.
+  proc = subprocess.Popen([sys.executable, '-c', 'pass'])
+  proc.wait()
+  stale = os.path.join(workdir, f'.dataset.tmp-{proc.pid}-{"ab" * 16}')
+  os.makedirs(stale)
+  with open(os.path.join(stale, 'arrays.npz'), 'wb') as f:
+    f.write(b'\0' * (1 << 20))
+  # Even a run with nothing to do removes it (and its lock is gone when it returns).
+  assert gen.generate(config, workdir, progress=False, preview=False)['skipped']
+  assert sorted(os.listdir(workdir)) == ['dataset']
+
+
 def test_generate_data_cli(tmp_path):
   cmd = [sys.executable, os.path.join(ROOT, 'experiments', 'generate_data.py'),
          f'--config={ROOT}/experiments/configs/wall.py:test', f'--workdir={tmp_path}']
   env = dict(os.environ, JAX_PLATFORMS='cpu',
-             WMJAX_JAX_CACHE=os.path.join(ROOT, '.jax_cache'))
+             WMJAX_JAX_CACHE=os.environ.get('WMJAX_TEST_CACHE', os.path.join(ROOT, '.jax_cache')))
   first = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
   assert first.returncode == 0, first.stderr
   assert 'door_crossing_fraction' in first.stdout

@@ -17,6 +17,8 @@ from experiments import finetune
 from experiments import generate_data
 from experiments import train_world_model as twm
 from experiments.configs import wall
+from limits import TIMEOUT_S
+from wmjax import io
 from wmjax import training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -101,7 +103,7 @@ def test_online_finetune_resumes_after_kill(tmp_path, base_dir):
   run_dir = fresh_workdir(tmp_path, base_dir, 'run')
   ckpts = os.path.join(run_dir, 'finetune_online', 'checkpoints')
   proc = launch(run_dir, 'online')
-  deadline = time.time() + 180
+  deadline = time.time() + TIMEOUT_S
   while not os.path.isdir(os.path.join(ckpts, '20')) and proc.poll() is None and (
       time.time() < deadline):
     time.sleep(0.01)
@@ -112,7 +114,7 @@ def test_online_finetune_resumes_after_kill(tmp_path, base_dir):
   assert done and done[-1] < RESUME['steps']
 
   proc = launch(run_dir, 'online')
-  stdout, _ = proc.communicate(timeout=300)
+  stdout, _ = proc.communicate(timeout=TIMEOUT_S)
   assert proc.returncode == 0, stdout[-3000:]
   assert f'Resuming online finetuning from step {done[-1]}' in stdout
   state, meta = latest_state(os.path.join(run_dir, 'finetune_online'))
@@ -136,7 +138,9 @@ def test_pretrained_checkpoint_must_match(tmp_path, base_dir):
     ('method', 'dagger', "finetune.method='dagger'"),
     ('adversarial.lambda_visual', -0.1, 'lambda_visual'),
     ('online.goal_horizon', 4, 'longer than the planner'),
-    ('online.online_fraction', 1.0, 'online_fraction must be in'),
+    ('online.online_fraction', 1.0, 'online_fraction must be a finite number > 0 and < 1'),
+    ('predictor_lr', float('nan'), 'finetune.predictor_lr must be a finite number >= 0; got nan'),
+    ('online.lr', float('inf'), 'finetune.online.lr must be a finite number'),
     ('pretrained_checkpoint', 'newest', "choose one of \\('latest', 'best'\\)"),
 ])
 def test_bad_finetune_config_fails_at_startup(field, value, match):
@@ -153,7 +157,7 @@ def test_bad_finetune_config_fails_at_startup(field, value, match):
 def test_finetune_configs_of_every_variant_are_valid():
   from experiments.configs import pointmaze, pusht  # pylint: disable=g-import-not-at-top
   for module in (wall, pusht, pointmaze):
-    for variant in ('test', 'cpu', 'paper'):
+    for variant in ('test', 'cpu', 'gpu', 'paper'):
       for method in finetune.METHODS:
         c = module.get_config(variant)
         c.finetune.method = method
@@ -169,7 +173,7 @@ def test_diagnostic_compares_every_model(tmp_path, base_dir):
   r = diagnose_gap.diagnose(wall.get_config('test'), workdir, progress=False)
   assert list(r['models']) == ['base', 'adversarial', 'online']
   for entry in r['models'].values():
-    for what in ('offline', 'own_plans', 'own_plans_clipped', 'base_plans'):
+    for what in ('offline', 'own_plans', 'own_plans_executed', 'base_plans'):
       for mode in diagnose_gap.ROLLOUTS:
         losses = entry[what][mode]['model']['loss']
         assert np.all(np.isfinite(losses)) and len(losses) >= 1
@@ -177,5 +181,31 @@ def test_diagnostic_compares_every_model(tmp_path, base_dir):
   # The base model's own plans are the base plans.
   base = r['models']['base']
   assert base['own_plans'] == base['base_plans']
+  # Wall executes plans unclipped, as its reference does: the executed actions are the planned.
+  assert not r['clip_actions'] and base['own_plans_executed'] == base['own_plans']
   md = open(os.path.join(workdir, 'diagnose', 'gap.md')).read()
   assert '| adversarial |' in md and '| online |' in md
+
+
+def test_damaged_pretrained_checkpoint_is_refused(tmp_path, base_dir):
+  workdir = fresh_workdir(tmp_path, base_dir, 'damaged_base')
+  best = os.path.join(workdir, 'world_model', 'best')
+  (step,) = os.listdir(best)
+  shutil.rmtree(os.path.join(best, step, 'meta'))
+  with pytest.raises(training.CorruptCheckpointError,
+                     match=f'(?s)pretrained checkpoint is damaged.*best/{step}/meta'):
+    finetune.finetune(make_config(), workdir, progress=False)
+  assert not os.listdir(os.path.join(workdir, 'finetune_adversarial', 'checkpoints'))
+
+
+def test_finetune_resume_compares_settings_and_marks_done(tmp_path, base_dir):
+  workdir = fresh_workdir(tmp_path, base_dir, 'settings')
+  finetune.finetune(make_config(steps=4), workdir, progress=False)
+  out = os.path.join(workdir, 'finetune_adversarial')
+  assert io.is_done(out)
+  with pytest.raises(ValueError, match=r'(?s)finetune.adversarial.lambda_visual: checkpoint has '
+                     r'0.05, this run 0.1.*finetune.steps'):
+    c = make_config(steps=6)
+    c.finetune.adversarial.lambda_visual = 0.1
+    finetune.finetune(c, workdir, progress=False)
+  assert io.is_done(out)  # A refused resume changes nothing.

@@ -6,13 +6,15 @@ import time
 import nbformat
 import pytest
 
+from limits import TIMEOUT_S
+
 nbclient = pytest.importorskip('nbclient')
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK_DIR = os.path.join(ROOT, 'notebooks')
 NOTEBOOKS = ('quickstart.ipynb', 'bring_your_own_model.ipynb', 'train_test_gap.ipynb')
-# Tiny mode should take well under a minute on two busy cores; this only stops a hung kernel.
-CELL_TIMEOUT_S = 300
+# Tiny mode takes well under a minute on two idle cores; the limit only stops a hung kernel.
+CELL_TIMEOUT_S = TIMEOUT_S
 
 
 def _read(name):
@@ -29,6 +31,9 @@ def test_notebook_is_valid_and_has_no_outputs(name):
       f'{name}: strip the outputs before committing.')
   # First code cell installs wmjax only where it is missing; a later one has the tiny switch.
   assert "find_spec('wmjax') is None" in code[0].source and '%pip install' in code[0].source
+  # It keeps the runtime's jax and jaxlib (Colab's GPU build), then shows the devices jax uses.
+  assert '-c keep_jax.txt' in code[0].source and 'jax.devices()' in code[0].source
+  assert 'git+https://github.com/wmjax' not in code[0].source  # No placeholder URL to edit.
   assert any('WMJAX_NOTEBOOK_TINY' in c.source for c in code[1:3])
   assert not any('experiments' in line for c in code for line in c.source.splitlines()
                  if line.lstrip().startswith(('import', 'from'))), f'{name} imports experiments/.'
@@ -41,7 +46,7 @@ def test_notebook_runs_tiny(name, tmp_path, monkeypatch):
   monkeypatch.setenv('WMJAX_NOTEBOOK_TINY', '1')
   monkeypatch.setenv('JAX_PLATFORMS', os.environ.get('JAX_PLATFORMS', 'cpu'))
   monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', cache)
-  monkeypatch.setenv('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
+  monkeypatch.setenv('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.1')
   monkeypatch.setenv('MPLBACKEND', 'agg')
   nb = _read(name)
   client = nbclient.NotebookClient(

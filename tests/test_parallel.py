@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import pytest
 
+from limits import TIMEOUT_S
 from wmjax import distributed
 from wmjax import parallel
 
@@ -107,7 +108,8 @@ def test_single_process_initialize_is_a_noop():
 @pytest.fixture(scope='module')
 def sharded():
   proc = subprocess.run([sys.executable, os.path.join(SCRIPTS, 'sharded_checks.py')],
-                        capture_output=True, text=True, env=child_env(8), cwd=ROOT, timeout=600)
+                        capture_output=True, text=True, env=child_env(8), cwd=ROOT,
+                        timeout=TIMEOUT_S)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
   r = parse_result(proc.stdout)
   assert r['device_count'] == 8
@@ -159,7 +161,7 @@ def test_two_process_job_trains_and_agrees():
   outs = []
   try:
     for p in procs:
-      stdout, stderr = p.communicate(timeout=300)
+      stdout, stderr = p.communicate(timeout=TIMEOUT_S)
       assert p.returncode == 0, stdout[-2000:] + stderr[-4000:]
       outs.append(parse_result(stdout))
   finally:
@@ -187,7 +189,7 @@ def test_scaling_benchmark_quick_prints_table():
   proc = subprocess.run(
       [sys.executable, os.path.join(ROOT, 'benchmarks', 'scaling.py'), '--quick', '--devices=2',
        f'--compilation_cache_dir={cache}'],
-      capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+      capture_output=True, text=True, env=env, cwd=ROOT, timeout=TIMEOUT_S)
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = proc.stdout
   assert 'jax_default_matmul_precision' in out and '2 x cpu' in out

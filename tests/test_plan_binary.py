@@ -2,10 +2,13 @@
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 
 import jax
+import numpy as np
 import pytest
 
 from experiments import generate_data
@@ -15,6 +18,10 @@ from experiments import train_world_model as twm
 from experiments.configs import pointmaze
 from experiments.configs import pusht
 from experiments.configs import wall
+from limits import TIMEOUT_S
+from wmjax import checks
+from wmjax import io
+from wmjax import training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = os.path.join(ROOT, 'experiments', 'plan.py')
@@ -95,7 +102,8 @@ def test_plan_binary_cem_mpc(workdir):
          '--config.plan.planner=cem', '--config.plan.run_name=cli']
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              WMJAX_JAX_CACHE=os.environ.get('WMJAX_TEST_CACHE', os.path.join(ROOT, '.jax_cache')))
-  proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+  proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT,
+                        timeout=TIMEOUT_S)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'budget 1 replans x 5 executed = 5 model actions (25 env steps)' in proc.stdout
   r = json.load(open(os.path.join(workdir, 'plan', 'cli', 'results.json')))
@@ -143,7 +151,7 @@ def test_instances_must_divide_across_devices(workdir, monkeypatch):
 
 def test_every_config_and_planner_is_valid():
   for module in (wall, pusht, pointmaze):
-    for variant in ('test', 'cpu', 'paper'):
+    for variant in ('test', 'cpu', 'gpu', 'paper'):
       c = module.get_config(variant)
       for name in planners.PLANNERS:
         c.plan.planner = name
@@ -173,3 +181,102 @@ def test_wilson_interval():
   assert lo == 0.0 and hi == pytest.approx(0.4899, abs=1e-4)
   lo, hi = plan.wilson_interval(25, 50)
   assert (lo + hi) / 2 == pytest.approx(0.5) and hi - lo == pytest.approx(0.2663, abs=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Damaged checkpoints, non-finite values, atomic outputs.
+
+
+def copy_workdir(workdir, tmp_path, name):
+  out = str(tmp_path / name)
+  shutil.copytree(workdir, out)
+  return out
+
+
+def flip_bytes(step_dir, count=8):
+  """Inverts `count` bytes in the middle of the largest array file of a saved step's state."""
+  files = [os.path.join(root, f) for root, _, names in os.walk(os.path.join(step_dir, 'state'))
+           for f in names if os.sep + 'd' + os.sep in os.path.join(root, f) + os.sep]
+  big = max(files, key=os.path.getsize)
+  raw = bytearray(open(big, 'rb').read())
+  for i in range(len(raw) // 2, len(raw) // 2 + count):
+    raw[i] ^= 0xFF
+  with open(big, 'wb') as f:
+    f.write(raw)
+
+
+def test_damaged_checkpoint_is_refused_naming_the_file(workdir, tmp_path):
+  wd = copy_workdir(workdir, tmp_path, 'flipped')
+  best = os.path.join(wd, 'world_model', 'best')
+  (step,) = os.listdir(best)
+  flip_bytes(os.path.join(best, step))
+  with pytest.raises(training.CorruptCheckpointError,
+                     match=f'(?s)best/{step}/state.*Refusing to plan.*plan.checkpoint=latest'):
+    plan.evaluate(make_config(run_name='flipped'), wd, progress=False)
+  assert not os.path.exists(os.path.join(wd, 'plan', 'flipped'))
+  # A deleted meta item of the asked-for checkpoint: the same, naming the item.
+  shutil.rmtree(os.path.join(wd, 'world_model', 'checkpoints', step, 'meta'))
+  with pytest.raises(training.CorruptCheckpointError, match=f'checkpoints/{step}/meta cannot be '
+                     'read'):
+    plan.evaluate(make_config(checkpoint='latest'), wd, progress=False)
+
+
+def test_missing_best_falls_back_to_latest_and_says_so(workdir, tmp_path, capsys):
+  wd = copy_workdir(workdir, tmp_path, 'no_best')
+  shutil.rmtree(os.path.join(wd, 'world_model', 'best'))
+  r = plan.evaluate(make_config(planner='cem', mode='open_loop'), wd)
+  assert r['checkpoint']['which'] == 'latest' and r['checkpoint']['requested'] == 'best'
+  assert 'no best checkpoint' in r['checkpoint']['which_note']
+  assert 'using the latest one' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('field,value', [('adam.lr', float('nan')), ('adam.lr', 0.0),
+                                         ('gd.noise_std', float('inf')), ('alpha', -1.0)])
+def test_nonfinite_or_out_of_range_plan_settings_are_refused(tmp_path, field, value):
+  c = make_config()
+  section, leaf = field.split('.') if '.' in field else (None, field)
+  (c.plan[section] if section else c.plan)[leaf] = value
+  with pytest.raises(ValueError, match=f'plan.{field} must be a finite number'):
+    plan.evaluate(c, str(tmp_path), progress=False)
+
+
+def test_outputs_are_atomic_and_report_nonfinite_counts(workdir, capsys):
+  r = plan.evaluate(make_config(run_name='counted'), workdir)
+  out = r['out_dir']
+  assert 'non-finite: 0 guarded, 0/20 plans' in capsys.readouterr().out
+  on_disk = json.load(open(os.path.join(out, 'results.json')))
+  assert on_disk['num_nonfinite'] == 0 and on_disk['num_nonfinite_plans'] == 0
+  assert on_disk['num_plans'] == 4 * 5 and 'num_nonfinite' in on_disk['instances'][0]
+  assert 'plans without a finite cost: 0/20' in open(os.path.join(out, 'summary.md')).read()
+  assert io.is_done(out)
+  assert not [f for f in os.listdir(out) if io.is_temporary(f)]
+  with open(os.path.join(out, 'results.json'), 'r+') as f:  # Truncated afterwards.
+    f.truncate(100)
+  assert 'results.json was changed or corrupted' in io.done_problem(out)
+
+
+def test_all_nonfinite_plans_fail_the_run(workdir, tmp_path, monkeypatch):
+  wd = copy_workdir(workdir, tmp_path, 'nan_model')
+  load = plan.load_model
+
+  def nan_model(*args, **kwargs):  # A model whose every prediction is NaN.
+    model, params, meta = load(*args, **kwargs)
+    return model, jax.tree.map(lambda x: x * np.nan, params), meta
+
+  monkeypatch.setattr(plan, 'load_model', nan_model)
+  with pytest.raises(checks.NonFiniteError, match=r'Every one of the 20 plans had a non-finite '
+                     'cost'):
+    plan.evaluate(make_config(run_name='nan'), wd, progress=False)
+  out = os.path.join(wd, 'plan', 'nan')
+  r = json.load(open(os.path.join(out, 'results.json')))  # Kept for inspection ...
+  assert r['num_nonfinite_plans'] == r['num_plans'] == 20 and r['num_nonfinite'] > 0
+  assert not io.is_done(out)  # ... but the stage is not done.
+
+
+def test_plan_holds_the_workdir_lock(workdir, tmp_path):
+  wd = copy_workdir(workdir, tmp_path, 'locked')
+  with open(os.path.join(wd, io.LOCK_FILE), 'w') as f:
+    json.dump({'pid': os.getppid(), 'host': socket.gethostname(), 'start_time': None,
+               'command': 'train_world_model', 'created': 'earlier'}, f)
+  with pytest.raises(io.WorkdirLockedError, match='train_world_model'):
+    plan.evaluate(make_config(), wd, progress=False)

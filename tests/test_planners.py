@@ -187,9 +187,10 @@ def test_all_nonfinite_cost_leaves_plan_unchanged(name):
     np.testing.assert_allclose(state.std, planner.init(jax.random.key(0)).std)
 
 
-def test_gradient_step_into_nonfinite_region_is_skipped():
+def test_gradient_step_into_nonfinite_region_is_undone():
   # GD with lr 0.9 on |a - 0.5|^2 overshoots (a' - 0.5 = -0.8 (a - 0.5)): from a = -0.9 the first
-  # step lands at 1.62 > 1.2, where the cost is NaN, so every later step is skipped.
+  # step lands at 1.62 > 1.2, where the cost is NaN. The planner returns to -0.9 and halves its
+  # step (a' - 0.5 = 0.1 (a - 0.5)), which stays finite and converges to 0.5.
   def cost(a):
     return jnp.where(a[0, 0] > 1.2, jnp.nan, jnp.sum((a - 0.5) ** 2))
 
@@ -199,14 +200,46 @@ def test_gradient_step_into_nonfinite_region_is_skipped():
                                         return_best=return_best)
     actions, _, info = jax.jit(
         lambda k: planner.plan(cost, planner.init(k, init), k))(jax.random.key(0))
-    assert np.all(np.isfinite(actions))
-    assert int(info['num_nonfinite']) == 9  # Step 1 accepted, steps 2..10 skipped.
-    assert np.isnan(info['cost_history'][1:]).all()
-    if return_best:  # The best finite plan seen is the start (cost 8 * 1.4^2).
-      np.testing.assert_allclose(actions, init)
-      np.testing.assert_allclose(info['cost'], 8 * 1.4 ** 2, rtol=1e-5)
-    else:
-      assert np.isnan(info['cost'])
+    history = np.asarray(info['cost_history'])
+    assert int(info['num_nonfinite']) == 1  # Only the step that landed at 1.62.
+    assert np.isnan(history[1]) and np.isfinite(np.delete(history, 1)).all()
+    np.testing.assert_allclose(actions, 0.5, atol=1e-4)
+    assert np.isfinite(info['cost']) and float(info['cost']) < 1e-6
+
+
+def test_gradient_plan_ending_in_nonfinite_region_returns_last_finite_iterate():
+  def cost(a):
+    return jnp.where(a[0, 0] > 1.2, jnp.nan, jnp.sum((a - 0.5) ** 2))
+
+  init = jnp.full((H, A), -0.9)
+  # One step: it lands at 1.62 (NaN); the plan is the last finite iterate, the start.
+  planner = planning.gradient_planner(H, A, optax.sgd(0.9), 1, noise_std=0.0)
+  actions, state, info = jax.jit(
+      lambda k: planner.plan(cost, planner.init(k, init), k))(jax.random.key(0))
+  np.testing.assert_allclose(actions, init)
+  np.testing.assert_allclose(state.mean, init)
+  np.testing.assert_allclose(info['cost'], 8 * 1.4 ** 2, rtol=1e-5)
+  assert int(info['num_nonfinite']) == 1
+
+
+def test_gradient_planner_leaves_nonfinite_region_from_random_starts():
+  # Adam with a large step keeps jumping into the NaN half-space u[0, 0] > 1.2 next to the
+  # optimum at 1: every plan ends outside it, with a finite cost below its start's.
+  target = np.ones((H, A), np.float32)
+
+  def cost(a):
+    return jnp.where(a[0, 0] > 1.2, jnp.nan, jnp.sum((a - target) ** 2))
+
+  planner = planning.gradient_planner(H, A, optax.adam(0.5), 60, noise_std=0.0)
+  keys = jax.random.split(jax.random.key(1), 8)
+  actions, _, info = jax.jit(jax.vmap(
+      lambda k: planner.plan(cost, planner.init(k), k)))(keys)
+  start = jax.vmap(lambda k: cost(planner.init(k).mean))(keys)
+  assert int(np.sum(info['num_nonfinite'])) > 0
+  assert np.isfinite(np.asarray(info['cost'])).all()
+  assert np.all(np.asarray(actions)[:, 0, 0] <= 1.2)
+  finite_start = np.isfinite(np.asarray(start))
+  assert np.all(np.asarray(info['cost'])[finite_start] < np.asarray(start)[finite_start])
 
 
 @jax.custom_vjp

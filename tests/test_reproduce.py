@@ -7,6 +7,7 @@ import pytest
 
 from experiments import reproduce
 from experiments.configs import reproduce as reproduce_config
+from wmjax import io
 
 
 def test_smoke_run_writes_tables_and_continues(tmp_path):
@@ -30,6 +31,9 @@ def test_smoke_run_writes_tables_and_continues(tmp_path):
   cem = next(e for e in task['evaluations'] if e['name'] == 'base/cem_mpc')
   assert cem['num_instances'] == 2 and len(cem['instance_success']) == 2
   assert '(n=2)' in md and '| base/cem_mpc |' in md
+  # The tables say what their columns mean and what compares.
+  assert 'What compares:' in md and 'not an upper bound' in md
+  assert 'Adam / CEM MPC on the same problems |' in md  # Some rows ran on fewer problems.
   assert os.path.exists(os.path.join(workdir, 'wall', 'success_vs_time.png'))
   on_disk = json.load(open(os.path.join(workdir, 'results.json')))
   assert on_disk['tasks'][0]['evaluations'] == json.loads(json.dumps(task['evaluations']))
@@ -40,6 +44,41 @@ def test_smoke_run_writes_tables_and_continues(tmp_path):
   skipped = [ln for ln in lines if ln.endswith('done already, skipped')]
   assert len(skipped) == len(lines) - 1  # All but the data stage (which checks itself).
   assert again['tasks'][0]['evaluations'] == task['evaluations']
+  # A rerun that skips every stage leaves the recorded stage times as they were.
+  assert again['tasks'][0]['stage_seconds'] == task['stage_seconds']
+  assert set(task['stage_seconds']) >= {'data', 'train base model'}
+  assert io.is_done(workdir) and io.is_done(os.path.join(workdir, 'wall', 'world_model'))
+
+  # A results.json truncated after its stage finished: that stage, and only it, runs again.
+  victim = os.path.join(workdir, 'wall', 'plan', 'base', 'cem_mpc', 'results.json')
+  with open(victim, 'r+') as f:
+    f.truncate(50)
+  lines.clear()
+  third = reproduce.reproduce(rc, workdir, say=lines.append)
+  redone = [ln for ln in lines if 'not done after all' in ln]
+  assert len(redone) == 1 and 'plan base/cem_mpc' in redone[0]
+  assert f'{victim} was changed or corrupted' in redone[0]
+  skipped = [ln for ln in lines if ln.endswith('done already, skipped')]
+  assert len(skipped) == len(lines) - 3  # Data, and the redone stage's two lines.
+  same = lambda ev: [(e['name'], e['instance_success']) for e in ev]
+  assert same(third['tasks'][0]['evaluations']) == same(task['evaluations'])
+  assert json.load(open(victim))['num_instances'] == 2
+
+
+def test_tables_drop_the_same_problems_column_when_every_row_ran_on_all():
+  e = dict(name='base/adam_mpc', model='base', planner='adam', mode='mpc', kind='grid',
+           factor=1.0, bounded=False, simulator=False, success_rate=0.1, ci95=(0.03, 0.3),
+           num_instances=20, budget={'num_replans': 30, 'execute': 1, 'model_actions': 30},
+           settings='adam lr 0.2 x 20', seconds_per_episode=30.0, seconds_per_instance=1.5,
+           compile_seconds=9.0, instance_success=[False] * 20)
+  task = {'task': 'wall', 'variant': 'cpu', 'coverage': {}, 'evaluations': [e],
+          'model_error_ratio_vs_no_change': {}, 'gap': None, 'stage_seconds': {'data': 3.0},
+          'seeds': {'plan.seed': 0}}
+  md = reproduce.markdown({'scale': 'quick', 'seconds': 60.0, 'machine': {}, 'tasks': [task]})
+  assert 'on the same problems' not in md and 'What compares:' in md
+  assert 'quick scale' in md and 'not an upper bound' not in md  # No simulator row.
+  assert '| base | mpc | 10 [3-30] | 80 / 82 |' not in md  # Published: GD / Adam / CEM.
+  assert '| base | mpc | 10 [3-30] | 12 / 80 / 82 |' in md
 
 
 def test_row_config_scales_budgets():
@@ -105,3 +144,57 @@ def test_skip_and_too_many_problems():
     reproduce.row_config(reproduce.task_config(rc, 'wall'), row)
   with pytest.raises(ValueError, match='Unknown reproduce scale'):
     reproduce_config.get_config('huge')
+
+
+GPU_ROWS = ['base/adam_open_loop', 'base/adam_mpc', 'adversarial/adam_open_loop',
+            'adversarial/adam_mpc', 'online/adam_mpc', 'base/cem_open_loop', 'base/cem_mpc',
+            'adversarial/cem_mpc', 'online/cem_mpc', 'base/gd_open_loop']
+
+
+def test_gpu_scale_runs_the_grid_at_the_papers_budgets():
+  from experiments import finetune as finetune_lib  # pylint: disable=g-import-not-at-top
+  from experiments import plan as plan_lib  # pylint: disable=g-import-not-at-top
+  from experiments import train_world_model as train_lib  # pylint: disable=g-import-not-at-top
+  rc = reproduce_config.get_config('gpu')
+  reproduce.check_config(rc)
+  assert rc.task_variant == 'gpu' and set(rc.tasks) == {'wall', 'pointmaze', 'pusht'}
+  assert tuple(rc.models) == ('base', 'adversarial', 'online')
+  for task in rc.tasks:
+    c = reproduce.task_config(rc, task)
+    train_lib.check_config(c)
+    for method in finetune_lib.METHODS:
+      c.finetune.method = method
+      finetune_lib.check_config(c)
+    assert c.model.encoder == 'conv' and c.train.encoder_pretrain_steps > 0
+    rows = reproduce.rows(rc, task)
+    assert [r['name'] for r in rows] == GPU_ROWS
+    for row in rows:
+      assert row['instances'] is None  # Every row on all 50 problems.
+      p = reproduce.row_config(c, row).plan
+      proto = plan_lib.protocol(reproduce.row_config(c, row))
+      assert p.num_instances == 50 and p.num_videos == 0
+      assert (p.adam.num_steps, p.adam.open_loop_num_steps, p.gd.num_steps) == (100, 300, 1000)
+      assert (p.cem.num_samples, p.cem.num_elites) == (300, 30)
+      assert p.cem.num_iterations == (30 if task == 'pusht' else 10)
+      assert proto['model_actions'] == (5 if row['mode'] == 'open_loop' else p.budget)
+  # The gpu variant leaves the test, cpu and paper configs as they were.
+  from experiments.configs import wall  # pylint: disable=g-import-not-at-top
+  assert wall.get_config('cpu').model.conv.channels == (16, 32, 64, 64)
+  gpu, cpu = wall.get_config('gpu').model, wall.get_config('cpu').model
+  assert gpu.conv.channels == (32, 64, 128, 128)
+  assert gpu.predictor.to_dict() == cpu.predictor.to_dict()
+
+
+@pytest.mark.slow
+def test_gpu_scale_runs_end_to_end_at_test_sizes(tmp_path):
+  """The gpu scale's stages and rows, with the task `test` configs (minutes on 2 CPU cores)."""
+  rc = reproduce_config.get_config('gpu')
+  rc.task_variant = 'test'
+  rc.tasks = ('wall',)
+  rc.overrides = reproduce_config.get_config('test').overrides
+  results = reproduce.reproduce(rc, str(tmp_path / 'gpu'), say=lambda *a: None)
+  (task,) = results['tasks']
+  assert [e['name'] for e in task['evaluations']] == GPU_ROWS
+  assert list(task['gap']['models']) == ['base', 'adversarial', 'online']
+  for e in task['evaluations']:
+    assert 0.0 <= e['success_rate'] <= 1.0 and e['budget']['model_actions'] == 5

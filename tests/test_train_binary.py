@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,7 +16,11 @@ import pytest
 from experiments import generate_data
 from experiments import train_world_model as twm
 from experiments.configs import wall
+from limits import TIMEOUT_S
+from wmjax import checks
+from wmjax import io
 from wmjax import training
+from wmjax.data import dataset as dataset_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = os.path.join(ROOT, 'experiments', 'train_world_model.py')
@@ -72,6 +77,10 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path, dataset_dir):
   assert os.listdir(os.path.join(out, 'tensorboard'))
   evaluation = json.load(open(os.path.join(out, twm.EVAL_FILE)))
   assert evaluation['horizon'] == 4  # Test trajectories hold 20 steps = 4 model actions.
+  # The linear probe: the identity encoder's visual token is the state, read exactly.
+  assert set(evaluation['probe_r2']) == {'x', 'y'} == set(evaluation['probe_r2_with_proprio'])
+  assert min(evaluation['probe_r2'].values()) > 0.99
+  assert evaluation['probe']['test_frames'] == 21  # The one held-out trajectory's frames.
   for mode in twm.ROLLOUT_MODES:
     assert len(evaluation['errors'][mode]['model']['loss']) == 4
   assert sorted(os.listdir(os.path.join(out, 'checkpoints'))) == ['280', '300']
@@ -82,7 +91,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path, dataset_dir):
   run_dir = fresh_workdir(tmp_path, dataset_dir, 'run')
   first = os.path.join(run_dir, twm.OUT_DIR, 'checkpoints', '20')
   proc = launch(run_dir)
-  deadline = time.time() + 120
+  deadline = time.time() + TIMEOUT_S
   while not os.path.isdir(first) and proc.poll() is None and time.time() < deadline:
     time.sleep(0.01)
   proc.send_signal(signal.SIGKILL)
@@ -99,10 +108,11 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path, dataset_dir):
     f.write('half written')
 
   proc = launch(run_dir)
-  stdout, _ = proc.communicate(timeout=300)
+  stdout, _ = proc.communicate(timeout=TIMEOUT_S)
   assert proc.returncode == 0, stdout[-3000:]
   assert f'Resuming from the checkpoint at step {done[-1]}' in stdout
   assert 'Held-out open-loop latent prediction error' in stdout
+  assert 'Linear probe R^2 of the frozen latent' in stdout
   state, meta = final_state(run_dir)
   assert meta['step'] == 300
   jax.tree.map(np.testing.assert_array_equal, state['params'], ref_state['params'])
@@ -139,6 +149,13 @@ def test_checkpoint_of_other_model_is_rejected(tmp_path, dataset_dir):
     ('model.encoder', 'dinov2_vits14', 'needs model.dinov2.weights'),
     ('train.keep', 0, 'train.keep must be >= 1'),
     ('model.predictor.dropout', 1.0, 'dropout must be in'),
+    ('train.predictor_lr', float('nan'), 'train.predictor_lr must be a finite number >= 0; got '
+     'nan'),
+    ('train.encoder_lr', float('inf'), 'train.encoder_lr must be a finite number >= 0; got inf'),
+    ('train.weight_decay', -0.1, 'train.weight_decay must be a finite number >= 0'),
+    ('data.val_fraction', 1.0, 'data.val_fraction must be a finite number >= 0 and < 1'),
+    ('train.encoder_pretrain_lr', float('nan'), 'train.encoder_pretrain_lr must be a finite'),
+    ('plan.alpha', float('nan'), r'plan.alpha=nan: numbers in the config must be finite'),
 ])
 def test_contradictory_config_fails_at_startup(field, value, match):
   c = wall.get_config('test')
@@ -154,7 +171,7 @@ def test_contradictory_config_fails_at_startup(field, value, match):
 def test_configs_of_every_variant_are_valid():
   from experiments.configs import pointmaze, pusht  # pylint: disable=g-import-not-at-top
   for module in (wall, pusht, pointmaze):
-    for variant in ('test', 'cpu'):
+    for variant in ('test', 'cpu', 'gpu'):
       twm.check_config(module.get_config(variant))
     paper = module.get_config('paper')
     assert paper.model.encoder == 'dinov2_vits14' and paper.image_size == 224
@@ -180,6 +197,191 @@ def test_conv_encoder_is_pretrained_once_and_kept(tmp_path, dataset_dir, capsys)
   assert meta0['encoder_pretraining']['images'] == 16
   jax.tree.map(np.testing.assert_array_equal, s0['frozen'], s2['frozen'])
   c.train.steps = 4
-  summary = twm.train_and_evaluate(c, workdir, progress=False)
-  assert 'Pretraining' not in capsys.readouterr().out
+  with pytest.raises(ValueError, match=r'train.steps: checkpoint has 2, this run 4'):
+    twm.train_and_evaluate(c, workdir, progress=False)
+  summary = twm.train_and_evaluate(c, workdir, progress=False, accept_changed_settings=True)
+  out = capsys.readouterr().out
+  assert 'Pretraining' not in out and 'train.steps: checkpoint has 2, this run 4' in out
   assert summary['resumed_from'] == 2 and summary['steps'] == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# Damage, non-finite values and concurrent runs. A reference run of 40 steps saves checkpoints
+# 20 and 40; each test damages a copy and checks that the run recovers to the same parameters
+# (nothing lost) or stops with an error naming the problem.
+
+SHORT = dict(steps=40, checkpoint_every=20, eval_every=20, log_every=20, keep=2)
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory, dataset_dir):
+  workdir = fresh_workdir(tmp_path_factory.mktemp('reference'), dataset_dir, 'ref')
+  twm.train_and_evaluate(make_config(**SHORT), workdir, progress=False)
+  state, meta = final_state(workdir)
+  return workdir, state, meta
+
+
+def copy_run(tmp_path, reference, name):
+  workdir = str(tmp_path / name)
+  shutil.copytree(reference[0], workdir)
+  return workdir
+
+
+def flip_bytes(step_dir, count=8):
+  """Inverts `count` bytes in the middle of the largest array file of a saved step's state."""
+  files = [os.path.join(root, f) for root, _, names in os.walk(os.path.join(step_dir, 'state'))
+           for f in names if os.sep + 'd' + os.sep in os.path.join(root, f) + os.sep]
+  big = max(files, key=os.path.getsize)
+  raw = bytearray(open(big, 'rb').read())
+  for i in range(len(raw) // 2, len(raw) // 2 + count):
+    raw[i] ^= 0xFF
+  with open(big, 'wb') as f:
+    f.write(raw)
+  return big
+
+
+def damage(step_dir, kind):
+  if kind == 'flipped_state':
+    flip_bytes(step_dir)
+  elif kind == 'deleted_meta':
+    shutil.rmtree(os.path.join(step_dir, 'meta'))
+  elif kind == 'truncated_meta':
+    path = os.path.join(step_dir, 'meta', 'metadata')
+    raw = open(path).read()
+    with open(path, 'w') as f:
+      f.write(raw[:len(raw) // 2])
+  else:
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize('kind', ['flipped_state', 'deleted_meta', 'truncated_meta'])
+def test_damaged_latest_checkpoint_falls_back_to_intact_one(tmp_path, reference, kind):
+  workdir = copy_run(tmp_path, reference, kind)
+  out = os.path.join(workdir, twm.OUT_DIR)
+  damage(os.path.join(out, 'checkpoints', '40'), kind)
+  with pytest.warns(training.CorruptCheckpointWarning,
+                    match=r'checkpoints/40/(state|meta).*falling back to step 20'):
+    summary = twm.train_and_evaluate(make_config(**SHORT), workdir, progress=False)
+  assert summary['resumed_from'] == 20 and summary['steps'] == 40
+  state, meta = final_state(workdir)
+  assert meta['step'] == 40
+  # Retrained from step 20: the same parameters and optimiser state as the intact run.
+  jax.tree.map(np.testing.assert_array_equal, state['params'], reference[1]['params'])
+  jax.tree.map(np.testing.assert_array_equal, state['opt_state'], reference[1]['opt_state'])
+  # The damaged step is kept for inspection, out of orbax's way.
+  assert os.path.isdir(os.path.join(out, 'corrupt', 'checkpoints-40'))
+  reason = open(os.path.join(out, 'corrupt', 'checkpoints-40', 'REASON.txt')).read()
+  assert "checkpoints/40" in reason
+
+
+def test_every_checkpoint_damaged_is_a_clear_error(tmp_path, reference):
+  workdir = copy_run(tmp_path, reference, 'all')
+  for step in ('20', '40'):
+    damage(os.path.join(workdir, twm.OUT_DIR, 'checkpoints', step), 'flipped_state')
+  with pytest.warns(training.CorruptCheckpointWarning):
+    with pytest.raises(training.CorruptCheckpointError,
+                       match=r'(?s)No intact latest checkpoint.*checkpoints/40.*checkpoints/20'):
+      twm.train_and_evaluate(make_config(**SHORT), workdir, progress=False)
+
+
+def test_damaged_best_is_set_aside_on_resume(tmp_path, reference):
+  workdir = copy_run(tmp_path, reference, 'best')
+  out = os.path.join(workdir, twm.OUT_DIR)
+  (best_step,) = os.listdir(os.path.join(out, 'best'))
+  flip_bytes(os.path.join(out, 'best', best_step))
+  with pytest.warns(training.CorruptCheckpointWarning, match=f'best/{best_step}/state'):
+    summary = twm.train_and_evaluate(make_config(**SHORT), workdir, progress=False)
+  assert summary['resumed_from'] == 40
+  assert os.path.isdir(os.path.join(out, 'corrupt', f'best-{best_step}'))
+
+
+def test_resume_with_other_training_settings_is_refused(tmp_path, reference):
+  workdir = copy_run(tmp_path, reference, 'settings')
+  out = os.path.join(workdir, twm.OUT_DIR)
+  before = sorted(os.listdir(os.path.join(out, 'checkpoints')))
+  other = make_config(**dict(SHORT, steps=60, predictor_lr=1e-3))
+  other.seed = 3
+  with pytest.raises(ValueError, match=r'(?s)other training settings.*seed: checkpoint has 0, this '
+                     r'run 3.*train.predictor_lr: checkpoint has 0.0005, this run 0.001.*'
+                     r'train.steps: checkpoint has 40, this run 60.*--accept_changed_settings'):
+    twm.train_and_evaluate(other, workdir, progress=False)
+  # Nothing changed on disk; the finished run is still marked done.
+  assert sorted(os.listdir(os.path.join(out, 'checkpoints'))) == before
+  assert io.is_done(out)
+  summary = twm.train_and_evaluate(other, workdir, progress=False, accept_changed_settings=True)
+  assert summary['resumed_from'] == 40 and summary['steps'] == 60
+  _, meta = final_state(workdir)
+  assert meta['config']['seed'] == 3  # Later saves record the settings they were made with.
+  # The best save from before the accepted change is still this run's: kept.
+  assert not os.path.exists(os.path.join(out, 'stale'))
+  ck = training.Checkpointer(out)
+  assert ck.read_meta('best')['run_id'] == meta['run_id']
+  ck.close()
+
+
+def test_second_writer_is_refused_and_stale_lock_taken_over(tmp_path, reference):
+  workdir = copy_run(tmp_path, reference, 'locked')
+  lock = os.path.join(workdir, io.LOCK_FILE)
+  # A live process (this test's parent) holds the lock.
+  with open(lock, 'w') as f:
+    json.dump({'pid': os.getppid(), 'host': socket.gethostname(), 'start_time': None,
+               'command': 'train_world_model', 'created': 'earlier'}, f)
+  with pytest.raises(io.WorkdirLockedError, match=f'in use by pid {os.getppid()}'):
+    twm.train_and_evaluate(make_config(**SHORT), workdir, progress=False)
+  assert os.path.exists(lock)  # Not ours to remove.
+  # A dead process's lock is stale: taken over with a warning, released at the end.
+  dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+  dead.wait()
+  with open(lock, 'w') as f:
+    json.dump({'pid': dead.pid, 'host': socket.gethostname(), 'start_time': None,
+               'command': 'train_world_model', 'created': 'earlier'}, f)
+  with pytest.warns(UserWarning, match='stale lock'):
+    summary = twm.train_and_evaluate(make_config(**SHORT), workdir, progress=False)
+  assert summary['resumed_from'] == 40 and not os.path.exists(lock)
+
+
+def test_nonfinite_training_stops_before_saving(tmp_path, dataset_dir):
+  workdir = fresh_workdir(tmp_path, dataset_dir, 'blowup')
+  # Finite but absurd: after one Adam step the parameters are ~1e30, the next loss overflows.
+  c = make_config(**dict(SHORT, predictor_lr=1e30, encoder_lr=1e30))
+  with pytest.raises(checks.NonFiniteError, match=r'Training stopped at step \d+: non-finite loss '
+                     r'or gradient.*no checkpoint was saved.*train.predictor_lr'):
+    twm.train_and_evaluate(c, workdir, progress=False)
+  out = os.path.join(workdir, twm.OUT_DIR)
+  assert not os.listdir(os.path.join(out, 'checkpoints')) and not os.listdir(
+      os.path.join(out, 'best'))
+  assert not io.is_done(out) and not os.path.exists(os.path.join(out, twm.EVAL_FILE))
+
+
+def test_nonfinite_dataset_is_refused(tmp_path, dataset_dir):
+  workdir = fresh_workdir(tmp_path, dataset_dir, 'nan_data')
+  path = os.path.join(workdir, twm.DATASET_DIR)
+  arrays_path = os.path.join(path, 'arrays.npz')
+  with np.load(arrays_path) as z:
+    arrays = {k: z[k] for k in z.files}
+  arrays['states'][1, 3, 0] = np.nan
+  with open(arrays_path, 'wb') as f:
+    np.savez(f, **arrays)
+  meta = json.load(open(os.path.join(path, 'meta.json')))  # Checksums recomputed: only the
+  meta['arrays_sha256'] = io.sha256_file(arrays_path)     # finite check can tell.
+  meta['meta_sha256'] = dataset_lib.meta_digest(meta)
+  json.dump(meta, open(os.path.join(path, 'meta.json'), 'w'))
+  with pytest.raises(ValueError, match=r'states holds 1 non-finite values \(first at trajectory 1'):
+    twm.train_and_evaluate(make_config(**SHORT), workdir, progress=False)
+
+
+def test_fresh_run_sets_stale_best_aside(tmp_path, reference):
+  workdir = copy_run(tmp_path, reference, 'stale')
+  out = os.path.join(workdir, twm.OUT_DIR)
+  (old_best,) = os.listdir(os.path.join(out, 'best'))
+  shutil.rmtree(os.path.join(out, 'checkpoints'))  # Retraining from scratch, other seed.
+  c = make_config(**dict(SHORT, steps=20))
+  c.seed = 5
+  with pytest.warns(UserWarning, match=f'best/{old_best} was left by an earlier run'):
+    summary = twm.train_and_evaluate(c, workdir, progress=False)
+  assert summary['resumed_from'] is None
+  assert os.path.isdir(os.path.join(out, 'stale', f'best-{old_best}'))
+  ck = training.Checkpointer(out)
+  assert ck.read_meta('best')['config']['seed'] == 5  # This run's own best.
+  ck.close()
+  assert [r['step'] for r in training.read_metrics(out) if r['split'] == 'val'] == [20]

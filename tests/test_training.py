@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+from wmjax import checks
 from wmjax import models
 from wmjax import training
 from wmjax.training import checkpoint as ckpt_lib
@@ -306,3 +307,73 @@ def test_metric_writer(tmp_path):
   recs = training.read_metrics(str(tmp_path))
   assert [r['step'] for r in recs] == [1, 2] and recs[0]['bad'] is None
   assert json.loads(open(os.path.join(tmp_path, 'metrics.jsonl')).readline())['split'] == 'train'
+
+
+def test_train_step_refuses_nonfinite_steps(identity_setup):
+  model, tx, state, _ = identity_setup
+  step = jax.jit(training.make_train_step(training.teacher_forcing_loss(model), tx))
+  batch = toy_batch(jax.random.key(1))
+  new, metrics = step(state, batch, jax.random.key(0))
+  assert int(metrics['nonfinite']) == 0 and int(new.step) == 1
+  bad = dict(batch, state=batch['state'].at[0, 0, 0].set(jnp.nan))
+  same, metrics = step(state, bad, jax.random.key(0))
+  assert int(metrics['nonfinite']) == 1 and not np.isfinite(float(metrics['loss']))
+  # The state is unchanged (step count included): nothing non-finite gets in.
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(same), jax.device_get(state))
+  with pytest.raises(checks.NonFiniteError, match=r'Training stopped at step 7: non-finite loss '
+                     r'or gradient \(loss=nan.*newest checkpoint is step 5 in /ck. Lower lr'):
+    training.raise_if_nonfinite(7, metrics, last_saved=5, directory='/ck', hint='Lower lr.')
+  training.raise_if_nonfinite(7, {'nonfinite': 0, 'loss': 1.0}, last_saved=5, directory='/ck')
+
+
+def test_checkpointer_never_saves_nonfinite_values(tmp_path):
+  ck = training.Checkpointer(str(tmp_path))
+  state = toy_state(step=1)
+  nan_state = state.replace(params=jax.tree.map(lambda x: x * jnp.nan, state.params))
+  with pytest.raises(checks.NonFiniteError, match=r'Refusing to save a non-finite state at step 1 '
+                     r'\(latest\): params/action_encoder/b'):
+    ck.save(nan_state, META)
+  assert not ck.save_if_best(state, META, float('nan'))  # A NaN loss is never "best".
+  ck.wait()
+  assert ck.steps() == [] and ck.steps('best') == []
+  ck.close()
+
+
+def test_checkpoint_checksums_catch_damage(tmp_path):
+  ck = training.Checkpointer(str(tmp_path), keep=3)
+  for step in (1, 2):
+    ck.save(toy_state(step=step), META)
+  ck.wait()
+  meta = ck.read_meta()
+  assert set(meta['integrity']['state']) >= {'params/predictor/w', 'step'}
+  assert meta['meta_sha256'] == ckpt_lib.meta_digest(meta)
+  # An edited meta item (here its validation loss) fails its checksum.
+  path = tmp_path / 'checkpoints' / '2' / 'meta' / 'metadata'
+  raw = json.loads(path.read_text())
+  path.write_text(json.dumps(dict(raw, val_loss=0.001)))
+  with pytest.raises(training.CorruptCheckpointError, match=r'checkpoints/2/meta is corrupt'):
+    ck.read_meta()
+  with pytest.raises(training.CorruptCheckpointError, match=r'checkpoints/2/meta'):
+    ck.restore(toy_state())  # Without fallback: an error naming the item.
+  with pytest.warns(training.CorruptCheckpointWarning, match='falling back to step 1'):
+    restored, meta = ck.restore(toy_state(), fallback=True)
+  assert int(restored.step) == 1 and ck.steps() == [1]
+  assert os.path.isdir(tmp_path / 'corrupt' / 'checkpoints-2')
+  # Another configuration's optimiser state is a mismatch, not damage: never skipped.
+  other = training.create_train_state(
+      {**toy_state().params, 'encoder': {'k': jnp.zeros(2)}}, optax.sgd(0.1))
+  with pytest.raises(ValueError, match=r'does not match the training state \(optimiser or extra '
+                     'state of another configuration\\)'):
+    ck.restore(other, fallback=True)
+  assert ck.steps() == [1]
+  ck.close()
+
+
+def test_settings_diff_names_every_field():
+  stored = {'config': {'seed': 0, 'train': {'predictor_lr': 5e-4, 'steps': 10}}}
+  config = ml_collections.ConfigDict({'seed': 1, 'train': {'predictor_lr': 5e-4, 'steps': 20}})
+  with pytest.raises(ValueError, match=r'(?s)seed: checkpoint has 0, this run 1.*train.steps: '
+                     r'checkpoint has 10, this run 20.*--accept_changed_settings'):
+    training.check_settings(stored, config, keys=('seed', 'train'))
+  assert training.check_settings(stored, config, keys=('seed', 'train'), accept=True) == [
+      'seed: checkpoint has 0, this run 1', 'train.steps: checkpoint has 10, this run 20']

@@ -9,6 +9,9 @@ Subpackages (import them directly; importing `wmjax` builds nothing):
                   OWM (online windows, replay buffer)
   wmjax.parallel  device mesh, data-parallel steps, sharded evaluation
   wmjax.distributed  multi-process (multi-host) start-up
+  wmjax.io        run directories: atomic writes, stage-done markers, the workdir lock
+  wmjax.checks    finite and range checks of arrays and config numbers
 """
 
-__all__ = ['data', 'distributed', 'envs', 'models', 'parallel', 'planning', 'training']
+__all__ = ['checks', 'data', 'distributed', 'envs', 'io', 'models', 'parallel', 'planning',
+           'training']

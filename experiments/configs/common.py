@@ -3,13 +3,14 @@
 Every binary takes the same task config, e.g.
   python experiments/generate_data.py --config experiments/configs/wall.py:cpu --workdir runs/wall
   python experiments/train_world_model.py --config experiments/configs/wall.py:cpu --workdir runs/wall
-Variants: `test` (seconds, used by tests/CI), `cpu` (the embedded default, 2 CPU cores), `paper`
-(the paper's sizes, for a GPU).
+Variants: `test` (seconds, used by tests/CI), `cpu` (the embedded default, 2 CPU cores), `gpu`
+(one GPU, minutes per task: the paper's planner budgets with a small conv world model, see
+experiments/configs/reproduce.py:gpu), `paper` (the paper's sizes, for a GPU).
 """
 
 import ml_collections
 
-VARIANTS = ('test', 'cpu', 'paper')
+VARIANTS = ('test', 'cpu', 'gpu', 'paper')
 
 
 def check_variant(variant: str) -> str:
@@ -47,18 +48,24 @@ def base_config(task: str, variant: str) -> ml_collections.ConfigDict:
   c.train = train_config(variant)
   c.plan = plan_config(variant)  # Planning evaluation (experiments/plan.py).
   c.finetune = finetune_config(variant)  # AWM / OWM finetuning (experiments/finetune.py).
+  c.probe = probe_config(variant)  # Linear probe of the frozen encoder after training.
   if variant == 'paper':
     c.image_size = 224  # DINO-WM renders 224 px images, resized to 196 for DINOv2 (section 2).
   return c
 
 
 # Per-variant sizes of the world model. test: seconds; cpu: 2 CPU cores, tens of minutes
-# (STACK.md: 4 layers x dim 128 at 16 tokens ~40 ms per batch-32 step); paper: DINO-WM.
+# (STACK.md: 4 layers x dim 128 at 16 tokens ~40 ms per batch-32 step); gpu: a conv encoder with
+# twice the cpu channels and the cpu predictor (at the paper's planner budgets every predictor
+# FLOP is paid ~10^7 times per task and every layer adds latency to each of ~10^4 sequential
+# gradient steps, so the predictor is what sets a one-GPU grid's time); paper: DINO-WM.
 _MODEL = {
     'test': dict(encoder='identity', depth=1, num_heads=2, head_dim=8, mlp_dim=32, dropout=0.0,
                  width=None, channels=(8, 16, 16, 16), token_dim=16),
     'cpu': dict(encoder='conv', depth=4, num_heads=4, head_dim=32, mlp_dim=512, dropout=0.1,
                 width=128, channels=(16, 32, 64, 64), token_dim=64),
+    'gpu': dict(encoder='conv', depth=4, num_heads=4, head_dim=32, mlp_dim=512, dropout=0.1,
+                width=128, channels=(32, 64, 128, 128), token_dim=64),
     'paper': dict(encoder='dinov2_vits14', depth=6, num_heads=16, head_dim=64, mlp_dim=2048,
                   dropout=0.1, width=None, channels=(32, 64, 128), token_dim=64),
 }
@@ -71,6 +78,11 @@ _TRAIN = {
     'cpu': dict(steps=10000, batch_size=32, log_every=50, eval_every=500, eval_batches=8,
                 checkpoint_every=1000, keep=3, eval_windows=512, encoder_pretrain_steps=600,
                 encoder_pretrain_batch_size=32, encoder_pretrain_images=20000,
+                encoder_pretrain_state_weight=1.0),
+    # gpu: batch 128 costs about what batch 32 does (a step is latency-bound at these sizes).
+    'gpu': dict(steps=2500, batch_size=128, log_every=100, eval_every=1000, eval_batches=4,
+                checkpoint_every=1000, keep=2, eval_windows=1024, encoder_pretrain_steps=1000,
+                encoder_pretrain_batch_size=128, encoder_pretrain_images=16000,
                 encoder_pretrain_state_weight=1.0),
     'paper': dict(steps=200000, batch_size=32, log_every=100, eval_every=2000, eval_batches=16,
                   checkpoint_every=5000, keep=3, eval_windows=1024, encoder_pretrain_steps=0,
@@ -154,6 +166,22 @@ def train_config(variant: str) -> ml_collections.ConfigDict:
   return t
 
 
+# Frames of the linear probe (train_frames: training split, test_frames: held-out split).
+_PROBE = {'test': (256, 128), 'cpu': (2000, 1000), 'gpu': (2000, 1000), 'paper': (2000, 1000)}
+
+
+def probe_config(variant: str) -> ml_collections.ConfigDict:
+  """The `probe` section: linear-probe R^2 of the frozen encoder per state feature, written to
+  `world_model/eval.json` by experiments/train_world_model.py (wmjax/training/probe.py). Not a
+  training setting: a run resumes whatever these are."""
+  train_frames, test_frames = _PROBE[check_variant(variant)]
+  p = ml_collections.ConfigDict()
+  p.train_frames = train_frames  # Training-split frames the ridge map is fitted on; 0: no probe.
+  p.test_frames = test_frames    # Held-out frames R^2 is measured on.
+  p.ridge = 1e-3                 # Ridge, relative to the mean eigenvalue of the latents' Gram.
+  return p
+
+
 # Planning budgets per variant. paper: PAPER.md section 3. cpu: every planner's work per plan is
 # scaled by the same factor 1/5 (gradient steps / 5; sampling populations and elites / 5 with
 # their iteration counts kept), so the planners' relative budgets stay the paper's.
@@ -163,6 +191,10 @@ _PLAN = {
                  mppi=(16, 4, 2), gradcem=(8, 2, 2), num_instances=4, num_videos=2, budget=5),
     'cpu': dict(gd_steps=200, adam_steps=20, adam_open_loop_steps=60, cem=(60, 6, 30),
                 mppi=(102, 13, 6), gradcem=(60, 6, 30), num_instances=50, num_videos=4,
+                budget=30),
+    # gpu: the paper's budgets; no videos (each row would compile its own renderer and decoder).
+    'gpu': dict(gd_steps=1000, adam_steps=100, adam_open_loop_steps=300, cem=(300, 30, 30),
+                mppi=(512, 64, 6), gradcem=(300, 30, 30), num_instances=50, num_videos=0,
                 budget=30),
     'paper': dict(gd_steps=1000, adam_steps=100, adam_open_loop_steps=300, cem=(300, 30, 30),
                   mppi=(512, 64, 6), gradcem=(300, 30, 30), num_instances=50, num_videos=4,
@@ -246,6 +278,11 @@ _FINETUNE = {
                  owm_horizons=(2, 3)),
     'cpu': dict(steps=1000, batch_size=32, log_every=50, eval_every=250, checkpoint_every=250,
                 owm_every=10, owm_segments=16, owm_plan_steps=20, owm_capacity=8192,
+                owm_horizons=(5, 5)),
+    # gpu: the paper's batch and OWM planner (Adam x 100 on 8 segments every 10 steps), a short
+    # finetune (each OWM collection is ~0.4 s of sequential planning on one GPU).
+    'gpu': dict(steps=200, batch_size=40, log_every=50, eval_every=200, checkpoint_every=200,
+                owm_every=10, owm_segments=8, owm_plan_steps=100, owm_capacity=16384,
                 owm_horizons=(5, 5)),
     'paper': dict(steps=20000, batch_size=40, log_every=100, eval_every=2000,
                   checkpoint_every=2000, owm_every=10, owm_segments=8, owm_plan_steps=100,

@@ -1,6 +1,6 @@
 """PointMaze (D4RL U-maze) config: `--config experiments/configs/pointmaze.py:<variant>`.
 
-Variants: test (seconds) | cpu (default; 2 CPU cores) | paper (PAPER.md section 5).
+Variants: test (seconds) | cpu (default; 2 CPU cores) | gpu (one GPU) | paper (PAPER.md section 5).
 """
 
 import ml_collections
@@ -12,12 +12,13 @@ from experiments.configs import common
 _DATA = {
     'test': dict(num_trajectories=8, trajectory_length=20, batch_size=8),
     'cpu': dict(num_trajectories=1000, trajectory_length=100, batch_size=250),
+    'gpu': dict(num_trajectories=2000, trajectory_length=100, batch_size=2000),
     'paper': dict(num_trajectories=2000, trajectory_length=100, batch_size=2000),
 }
 
 
 def get_config(variant: str = 'cpu') -> ml_collections.ConfigDict:
-  """PointMaze config for `variant` (test | cpu | paper)."""
+  """PointMaze config for `variant` (test | cpu | gpu | paper)."""
   c = common.base_config('pointmaze', variant)
   c.num_hist = 3  # History frames of the predictor (PAPER.md section 2: 3 for PointMaze).
 

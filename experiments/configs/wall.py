@@ -1,6 +1,6 @@
 """Wall (DINO-WM DotWall) config: `--config experiments/configs/wall.py:<variant>`.
 
-Variants: test (seconds) | cpu (default; 2 CPU cores) | paper (PAPER.md section 5).
+Variants: test (seconds) | cpu (default; 2 CPU cores) | gpu (one GPU) | paper (PAPER.md section 5).
 """
 
 import ml_collections
@@ -12,12 +12,13 @@ from experiments.configs import common
 _DATA = {
     'test': dict(num_trajectories=8, trajectory_length=20, batch_size=8),
     'cpu': dict(num_trajectories=1920, trajectory_length=50, batch_size=480),
+    'gpu': dict(num_trajectories=1920, trajectory_length=50, batch_size=1920),
     'paper': dict(num_trajectories=1920, trajectory_length=50, batch_size=1920),
 }
 
 
 def get_config(variant: str = 'cpu') -> ml_collections.ConfigDict:
-  """Wall config for `variant` (test | cpu | paper)."""
+  """Wall config for `variant` (test | cpu | gpu | paper)."""
   c = common.base_config('wall', variant)
   c.num_hist = 1  # History frames of the predictor (PAPER.md section 2: 1 for Wall).
 

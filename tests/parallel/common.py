@@ -26,7 +26,7 @@ def use_test_cache() -> None:
   """The persistent compilation cache of tests/conftest.py."""
   jax.config.update('jax_compilation_cache_dir', os.environ.get(
       'WMJAX_TEST_CACHE', os.path.join(ROOT, '.jax_cache')))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.1)
 
 
 def tiny_setup():

@@ -14,6 +14,10 @@ from wmjax.data.dataset import load_dataset
 from wmjax.data.dataset import matches_generation
 from wmjax.data.dataset import read_meta
 from wmjax.data.dataset import write_dataset
+from wmjax.data.features import readout_names
+from wmjax.data.features import readout_targets
+from wmjax.data.features import state_features
+from wmjax.data.features import StateFeatures
 from wmjax.data.loader import add_pixels
 from wmjax.data.loader import batches
 from wmjax.data.loader import denormalize_actions
@@ -54,9 +58,13 @@ __all__ = [
     'normalize_actions',
     'normalize_proprio',
     'read_meta',
+    'readout_names',
+    'readout_targets',
     'rollout',
     'sample_windows',
     'split',
+    'state_features',
+    'StateFeatures',
     'Stats',
     'stats_from_meta',
     'steps_per_epoch',

@@ -18,12 +18,18 @@ Format (version 1): a directory `<path>/` holding exactly
               policy, seed, generation (the fields that determine the data), config (a
               snapshot of the generating config), stats (action/proprio/state mean and std
               over the whole dataset, std floored to 1 where it is ~0), arrays_sha256,
-              created (UTC, ISO 8601), wmjax_version.
+              created (UTC, ISO 8601), wmjax_version, meta_sha256 (the sha256 of the other
+              entries, so an edited or damaged meta.json, e.g. its normalisation stats, is
+              refused; datasets written before it existed have their stats recomputed from the
+              arrays instead).
+
+Every reader checks the arrays (against arrays_sha256) and, at load, that every value is finite.
 
 Writes are atomic: both files go to a temporary sibling directory `.<name>.tmp-<pid>-<hex>`,
 are fsynced, and the directory is renamed into place, so a reader sees either no dataset
 or a complete one. A temporary directory left by a crashed writer is never read as a
-dataset and is removed by the next write to the same path.
+dataset and is removed by the next write to the same path (and by any binary that takes the
+workdir lock, see wmjax/io.py).
 """
 
 import datetime
@@ -31,7 +37,6 @@ import hashlib
 import importlib.metadata
 import json
 import os
-import re
 import shutil
 import uuid
 import zipfile
@@ -39,13 +44,15 @@ from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
+from wmjax import io
+
 FORMAT_NAME = 'wmjax-dataset'
 FORMAT_VERSION = 1
 META_FILE = 'meta.json'
 ARRAYS_FILE = 'arrays.npz'
 ARRAY_KEYS = ('states', 'proprio', 'actions')
 _STD_FLOOR = 1e-6
-_TMP_RE = re.compile(r'^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)-[0-9a-f]+$')
+META_SHA_KEY = 'meta_sha256'
 
 
 class Dataset(NamedTuple):
@@ -112,29 +119,8 @@ def _sha256(path: str) -> str:
   return h.hexdigest()
 
 
-def _fsync_dir(path: str) -> None:
-  fd = os.open(path, os.O_RDONLY)
-  try:
-    os.fsync(fd)
-  finally:
-    os.close(fd)
-
-
-def _pid_alive(pid: int) -> bool:
-  if pid == os.getpid():
-    return True
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  return True
-
-
-def is_temporary(path: str) -> bool:
-  """True if `path` names a writer's temporary (or retired) directory."""
-  return _TMP_RE.match(os.path.basename(os.path.normpath(path))) is not None
+_fsync_dir = io.fsync_dir
+is_temporary = io.is_temporary
 
 
 def clean_stale_temporaries(path: str) -> list[str]:
@@ -143,17 +129,14 @@ def clean_stale_temporaries(path: str) -> list[str]:
   Returns:
     The removed directories.
   """
-  path = os.path.abspath(path)
-  parent, name = os.path.split(path)
-  removed = []
-  if not os.path.isdir(parent):
-    return removed
-  for entry in os.listdir(parent):
-    m = _TMP_RE.match(entry)
-    if m and m.group('name') == name and not _pid_alive(int(m.group('pid'))):
-      shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
-      removed.append(os.path.join(parent, entry))
-  return removed
+  parent, name = os.path.split(os.path.abspath(path))
+  return io.clean_stale_temporaries(parent, recursive=False, name=name)
+
+
+def meta_digest(meta: Mapping[str, Any]) -> str:
+  """sha256 of a meta dict without its own 'meta_sha256' entry."""
+  body = {k: v for k, v in meta.items() if k != META_SHA_KEY}
+  return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def _to_jsonable(x: Any) -> Any:
@@ -248,6 +231,7 @@ def write_dataset(path: str, states: np.ndarray, proprio: np.ndarray, actions: n
         'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'wmjax_version': _wmjax_version(),
     }
+    meta[META_SHA_KEY] = meta_digest(json.loads(json.dumps(meta)))
     # meta.json last: a directory without it is never mistaken for a dataset.
     with open(os.path.join(tmp, META_FILE), 'w') as f:
       json.dump(meta, f, indent=2, sort_keys=True)
@@ -285,7 +269,28 @@ def _check_meta(meta: Any, path: str) -> dict[str, Any]:
   missing = [k for k in required if k not in meta]
   if missing:
     raise ValueError(f'{path}/{META_FILE} lacks the fields {missing}.')
+  if META_SHA_KEY in meta and meta_digest(meta) != meta[META_SHA_KEY]:
+    raise ValueError(f'{path}/{META_FILE} was edited or damaged after it was written (its '
+                     f'sha256 differs from {META_SHA_KEY}); regenerate the dataset with '
+                     'experiments/generate_data.py --overwrite.')
+  _check_stats(meta['stats'], path)
   return meta
+
+
+def _check_stats(stats: Any, path: str) -> None:
+  """Raises ValueError on missing, non-finite or non-positive-std normalisation statistics."""
+  if not isinstance(stats, dict):
+    raise ValueError(f'{path}/{META_FILE}: stats is not an object.')
+  for name in ('action', 'proprio', 'state'):
+    for kind in ('mean', 'std'):
+      key = f'{name}_{kind}'
+      try:
+        x = np.asarray(stats[key], np.float64)
+      except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f'{path}/{META_FILE}: stats.{key} is missing or not numbers.') from e
+      if not np.all(np.isfinite(x)) or (kind == 'std' and not np.all(x > 0)):
+        raise ValueError(f'{path}/{META_FILE}: stats.{key} = {x.tolist()} must be finite'
+                         + (' and > 0.' if kind == 'std' else '.'))
 
 
 def read_meta(path: str, task: str | None = None) -> dict[str, Any]:
@@ -398,6 +403,20 @@ def load_dataset(path: str, task: str | None = None,
                        f'{want[k]}.')
     if arrays[k].dtype != np.float32:
       raise ValueError(f'{path}: {k} has dtype {arrays[k].dtype}, expected float32.')
+    bad = ~np.isfinite(arrays[k])
+    if bad.any():
+      first = tuple(int(i) for i in np.argwhere(bad)[0])
+      raise ValueError(f'{arrays_path}: {k} holds {int(bad.sum())} non-finite values (first at '
+                       f'trajectory {first[0]}, step {first[1]}, channel {first[2]}); a dataset '
+                       'must be finite. Regenerate it with experiments/generate_data.py '
+                       '--overwrite.')
+  if META_SHA_KEY not in meta:  # Written before meta.json had a checksum: check its stats.
+    stats = compute_stats(arrays['states'], arrays['proprio'], arrays['actions'])
+    for key, value in stats.items():
+      if not np.allclose(meta['stats'][key], value, rtol=1e-4, atol=1e-6):
+        raise ValueError(f'{path}/{META_FILE}: stats.{key} does not match the arrays (edited '
+                         'or damaged meta.json); regenerate the dataset with '
+                         'experiments/generate_data.py --overwrite.')
   if expected:
     check_compatible(meta, **dict(expected))
   return Dataset(arrays['states'], arrays['proprio'], arrays['actions'], meta)

@@ -32,7 +32,9 @@ class State:
   Attributes:
     data: simulator state (an `mjx.Data` or a small task-specific pytree).
     obs: {'state': (S,), 'proprio': (P,)} (+ 'pixels': (H, W, 3) uint8 with a pixel wrapper).
-    reward: () negative distance to the goal if one is set, else 0.
+    reward: () negative distance to the goal if one is set, else 0. The raw tasks hold no
+      goal (MPC and the planners score states against a goal they are given), so theirs is 0;
+      `wmjax.envs.brax_compat.BraxEnv` keeps a goal in `info['goal']` and sets it.
     done: () float, 1.0 once the episode should stop (never set by the raw tasks).
     metrics: dict of () arrays.
     info: dict of task-specific pytrees (e.g. the current goal).

@@ -245,8 +245,10 @@ def pretrain_conv_autoencoder(
     foreground_share: share of the loss given to pixels that differ from the background colour.
     log_every: steps between progress-bar updates.
     progress: show a tqdm bar.
-    states: optional (M, S) raw simulator states of the images; adds the auxiliary linear state
+    states: optional (M, S) simulator state features of the images; adds the auxiliary linear state
       readout (module docstring), trained on the states normalised per dimension and dropped after.
+      They should be continuous in the image: pass `wmjax.data.readout_targets(task, states)`
+      (angles as cos and sin, as experiments/train_world_model.py does), not wrapped angles.
     state_weight: weight of the readout's MSE beside the reconstruction loss (used with `states`;
       0 trains the head without shaping the encoder).
 

@@ -9,7 +9,10 @@ batch run every episode of an evaluation inside one compiled program, on CPU, GP
 
 The episode knows the planner only through its `Planner` functions and the model only
 through `make_cost(obs, goal_obs) -> Cost`: any differentiable dynamics can be evaluated,
-including the simulator itself (the true-dynamics ceiling).
+including the simulator itself (the true-dynamics ceiling). The env is anything with the
+`wmjax.envs.Env` contract (`reset_to`, `step`, `state_vector`, `success`, `distance`); a Brax,
+MuJoCo Playground or MJX env becomes one with `wmjax.envs.brax_compat.FromBrax`, and
+`brax_compat.true_dynamics_problem` plans through it with a per-step cost.
 
 Success and distance are checked after every executed model action (every `frameskip` env
 steps), for every planner alike, so planners that execute more actions per replan get no
@@ -74,7 +77,10 @@ class Episode:
     states: (R * E + 1, S) state vector after every executed model action (R replans,
       E executed actions per replan), starting with the initial state.
     plans: (R, H, frameskip*A) the plan returned at each replan (normalised).
-    plan_costs: (R,) the planner's final cost at each replan.
+    plan_costs: (R,) the planner's final cost at each replan (non-finite: the planner found no
+      finite cost).
+    plan_nonfinite: (R,) int32, the planner's info['num_nonfinite'] at each replan (steps or
+      samples whose cost or gradient was non-finite and that it guarded).
   """
 
   success: jax.Array
@@ -85,6 +91,7 @@ class Episode:
   states: jax.Array
   plans: jax.Array
   plan_costs: jax.Array
+  plan_nonfinite: jax.Array
 
 
 def pixel_observer(env: Env, normalizer: Normalizer, image_size: int) -> ObserveFn:
@@ -151,10 +158,11 @@ def run_episode(
     raw = normalizer.raw_actions(actions[:execute], frameskip)
     state, (svs, succ, dist) = jax.lax.scan(step_model_action, state, raw)
     pstate = planner.shift(pstate, execute, key_shift)
-    return (state, pstate), (svs, succ, dist, actions, info['cost'])
+    nonfinite = jnp.asarray(info.get('num_nonfinite', 0), jnp.int32)
+    return (state, pstate), (svs, succ, dist, actions, info['cost'], nonfinite)
 
   state0 = env.reset_to(init_state)
-  _, (svs, succ, dist, plans, costs) = jax.lax.scan(
+  _, (svs, succ, dist, plans, costs, nonfinite) = jax.lax.scan(
       replan, (state0, pstate), jax.random.split(key_loop, num_replans))
   # svs: (R, E, S); succ/dist: (R, E).
   succ = succ.reshape(-1)
@@ -171,6 +179,7 @@ def run_episode(
       states=states,
       plans=plans,
       plan_costs=costs,
+      plan_nonfinite=nonfinite,
   )
 
 
@@ -224,6 +233,13 @@ def normalizer_from_stats(stats: Any) -> Normalizer:
   f = lambda x: jnp.asarray(x, jnp.float32)
   return Normalizer(action_mean=f(stats.action_mean), action_std=f(stats.action_std),
                     proprio_mean=f(stats.proprio_mean), proprio_std=f(stats.proprio_std))
+
+
+def identity_normalizer(action_size: int, proprio_size: int = 0) -> Normalizer:
+  """A `Normalizer` that leaves raw actions (A,) and proprio (P,) as they are."""
+  return Normalizer(action_mean=jnp.zeros((action_size,)), action_std=jnp.ones((action_size,)),
+                    proprio_mean=jnp.zeros((proprio_size,)),
+                    proprio_std=jnp.ones((proprio_size,)))
 
 
 def action_bounds(env: Env, normalizer: Normalizer, frameskip: int) -> tuple[jax.Array, jax.Array]:

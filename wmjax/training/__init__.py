@@ -7,10 +7,13 @@ from wmjax.training.adversarial import compute_radii
 from wmjax.training.adversarial import init_extra
 from wmjax.training.adversarial import Radii
 from wmjax.training.checkpoint import build_world_model
+from wmjax.training.checkpoint import check_settings
 from wmjax.training.checkpoint import Checkpointer
 from wmjax.training.checkpoint import load_world_model
 from wmjax.training.checkpoint import make_meta
 from wmjax.training.checkpoint import world_model_kwargs
+from wmjax.training.integrity import CorruptCheckpointError
+from wmjax.training.integrity import CorruptCheckpointWarning
 from wmjax.training.losses import encode_window
 from wmjax.training.losses import latent_errors
 from wmjax.training.losses import predict_loss
@@ -22,6 +25,11 @@ from wmjax.training.metrics import MetricWriter
 from wmjax.training.metrics import read_metrics
 from wmjax.training.optim import learning_rates
 from wmjax.training.optim import make_optimizer
+from wmjax.training.probe import linear_probe_r2
+from wmjax.training.probe import probe_encoder
+from wmjax.training.resume import raise_if_nonfinite
+from wmjax.training.resume import Start
+from wmjax.training.resume import start_or_resume
 from wmjax.training.step import make_eval_step
 from wmjax.training.step import make_train_step
 from wmjax.training.train_state import create_train_state
@@ -34,14 +42,18 @@ __all__ = [
     'adversarial_loss',
     'attack',
     'build_world_model',
+    'check_settings',
     'Checkpointer',
     'compute_radii',
+    'CorruptCheckpointError',
+    'CorruptCheckpointWarning',
     'create_train_state',
     'encode_window',
     'full_params',
     'init_extra',
     'latent_errors',
     'learning_rates',
+    'linear_probe_r2',
     'load_world_model',
     'make_eval_step',
     'make_meta',
@@ -49,11 +61,15 @@ __all__ = [
     'make_train_step',
     'MetricWriter',
     'predict_loss',
+    'probe_encoder',
     'PredictorInputs',
     'Radii',
+    'raise_if_nonfinite',
     'read_metrics',
     'rollout_errors',
     'split_params',
+    'Start',
+    'start_or_resume',
     'Targets',
     'teacher_forcing_loss',
     'TrainState',

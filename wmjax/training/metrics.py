@@ -7,6 +7,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from wmjax import io
+
 
 def _to_float(v: Any) -> float | None:
   x = float(np.asarray(v))
@@ -45,9 +47,7 @@ class MetricWriter:
         continue  # A line cut short by a killed process.
       if rec.get('step', 0) <= step:
         kept.append(json.dumps(rec) + '\n')
-    with open(self.path + '.tmp', 'w') as f:
-      f.writelines(kept)
-    os.replace(self.path + '.tmp', self.path)
+    io.write_text(self.path, ''.join(kept))
 
   def write(self, step: int, scalars: Mapping[str, Any], split: str = 'train') -> None:
     """Writes one record; non-finite values are stored as null in JSON."""

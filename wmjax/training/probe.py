@@ -1,0 +1,196 @@
+"""Linear probe of a frozen encoder: how much of the state can a linear map read from a frame's
+latent (PAPER.md section 10: does the image code carry the state?).
+
+A ridge-regularised least-squares map is fitted from the latents of training frames to each state
+feature (`wmjax.data.readout_targets`: angles as cos and sin) and scored by R^2 on held-out
+frames. R^2 near 1: the component is linearly decodable; near 0 (or below): it is not. The
+visual-only probe reads the flattened visual tokens; the one with proprio appends the proprio
+embedding (which carries the agent's position and velocity by construction, so only the visual one
+says whether the image code does).
+
+    r2 = probe_encoder(model, params, 'wall', train_arrays, val_arrays, env=env, image_size=64)
+    r2['visual']    # {'x': 0.99, 'y': 0.98}
+
+Host-side analysis (NumPy, float64), run between jitted calls; frames are encoded in jitted
+batches of one shape.
+"""
+
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from wmjax.data import features as features_lib
+from wmjax.data import loader as loader_lib
+from wmjax.envs import render as render_lib
+
+
+def linear_probe_r2(train_latents: np.ndarray, train_targets: np.ndarray,
+                    test_latents: np.ndarray, test_targets: np.ndarray,
+                    ridge: float = 1e-3) -> np.ndarray:
+  """R^2 on test frames of a ridge regression fitted on training frames, per target column.
+
+  The fit standardises every latent feature and centres the targets with training statistics
+  (constant features are dropped), then minimises |Y - X W|^2 + lam |W|^2 with lam = ridge x (the
+  mean non-zero eigenvalue of X^T X, i.e. trace(X^T X) / min(N, D)), so `ridge` depends neither
+  on the latents' scale nor on their size. It solves in the smaller of the feature (D x D) and
+  sample (N x N, the dual form) spaces.
+
+  Args:
+    train_latents: (N, D) features of the training frames.
+    train_targets: (N, K) targets of the training frames.
+    test_latents: (M, D) features of the held-out frames.
+    test_targets: (M, K) targets of the held-out frames.
+    ridge: relative ridge strength (> 0).
+
+  Returns:
+    (K,) R^2 = 1 - SSE / SST on the test frames (SST around the test mean); NaN where a target is
+    constant on the test frames.
+  """
+  x = np.asarray(train_latents, np.float64)
+  y = np.asarray(train_targets, np.float64)
+  xt = np.asarray(test_latents, np.float64)
+  yt = np.asarray(test_targets, np.float64)
+  if x.ndim != 2 or y.ndim != 2 or xt.ndim != 2 or yt.ndim != 2:
+    raise ValueError('latents must be (N, D) and targets (N, K); got '
+                     f'{x.shape}, {y.shape}, {xt.shape}, {yt.shape}.')
+  if x.shape[0] != y.shape[0] or xt.shape[0] != yt.shape[0]:
+    raise ValueError(f'latents and targets disagree on the frame count: {x.shape[0]} vs '
+                     f'{y.shape[0]} (train), {xt.shape[0]} vs {yt.shape[0]} (test).')
+  if x.shape[1] != xt.shape[1] or y.shape[1] != yt.shape[1]:
+    raise ValueError(f'train and test sizes differ: latents {x.shape[1]} vs {xt.shape[1]}, '
+                     f'targets {y.shape[1]} vs {yt.shape[1]}.')
+  if not ridge > 0:
+    raise ValueError(f'ridge must be > 0; got {ridge}.')
+  x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
+  x_std = x.std(axis=0)
+  x_scale = np.where(x_std > 1e-12 * max(float(np.max(x_std, initial=0.0)), 1e-30),
+                     1.0 / np.maximum(x_std, 1e-300), 0.0)
+  x, y = (x - x_mean) * x_scale, y - y_mean
+  n, d = x.shape
+  lam = ridge * max(float(np.sum(x * x)) / max(min(n, d), 1), 1e-30)
+  if d <= n:
+    w = np.linalg.solve(x.T @ x + lam * np.eye(d), x.T @ y)
+  else:  # Dual form: W = X^T (X X^T + lam I)^-1 Y.
+    w = x.T @ np.linalg.solve(x @ x.T + lam * np.eye(n), y)
+  pred = ((xt - x_mean) * x_scale) @ w + y_mean
+  sse = np.sum((yt - pred)**2, axis=0)
+  sst = np.sum((yt - yt.mean(axis=0))**2, axis=0)
+  with np.errstate(divide='ignore', invalid='ignore'):
+    return np.where(sst > 1e-12 * max(len(yt), 1), 1.0 - sse / sst, np.nan)
+
+
+def sample_frames(arrays: loader_lib.WindowArrays, count: int,
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """Up to `count` distinct frames of a dataset, drawn uniformly (seeded).
+
+  Returns:
+    (states (M, S) raw, proprio (M, P) normalised with the dataset's statistics), M =
+    min(count, frames in `arrays`).
+  """
+  states = np.asarray(arrays.states)
+  proprio = np.asarray(arrays.proprio)
+  flat_states = states.reshape(-1, states.shape[-1])
+  flat_proprio = proprio.reshape(-1, proprio.shape[-1])
+  total = len(flat_states)
+  pick = np.sort(np.random.default_rng(seed).choice(total, size=min(int(count), total),
+                                                    replace=False))
+  mean = np.asarray(arrays.stats.proprio_mean)
+  std = np.asarray(arrays.stats.proprio_std)
+  return flat_states[pick], ((flat_proprio[pick] - mean) / std).astype(np.float32)
+
+
+def encode_frames(model: Any, params: Mapping[str, Any], states: np.ndarray,
+                  proprio: np.ndarray, env: Any = None, image_size: int | None = None,
+                  batch_size: int = 256) -> dict[str, np.ndarray]:
+  """Latents of single frames, flattened.
+
+  Args:
+    model: a `WorldModel`.
+    params: its parameters (the encoder's and the proprio encoder's are used).
+    states: (M, S) raw simulator states.
+    proprio: (M, P) normalised proprio.
+    env: the task (renders the frames when the encoder reads pixels).
+    image_size: rendered image side (with `env`).
+    batch_size: frames per jitted call (the last batch is padded: one compile).
+
+  Returns:
+    {'visual': (M, N * Dv), 'proprio': (M, Ep)} float32 NumPy arrays.
+  """
+  pixels = model.obs_key == 'pixels'
+  if pixels and (env is None or image_size is None):
+    raise ValueError('This encoder reads pixels: pass env and image_size to render the frames.')
+
+  @jax.jit
+  def encode(params, states, proprio):
+    obs = {'proprio': proprio}
+    if pixels:
+      obs['pixels'] = render_lib.to_uint8(jax.vmap(lambda s: env.render(s, image_size))(states))
+    else:
+      obs['state'] = states
+    z = model.encode(params, obs)
+    return {'visual': z['visual'].reshape(states.shape[0], -1), 'proprio': z['proprio']}
+
+  states = np.asarray(states, np.float32)
+  proprio = np.asarray(proprio, np.float32)
+  chunks = []
+  for i in range(0, len(states), batch_size):
+    s, p = states[i:i + batch_size], proprio[i:i + batch_size]
+    pad = batch_size - len(s)
+    if pad:
+      s = np.concatenate([s, np.repeat(s[-1:], pad, 0)])
+      p = np.concatenate([p, np.repeat(p[-1:], pad, 0)])
+    out = jax.device_get(encode(params, jnp.asarray(s), jnp.asarray(p)))
+    chunks.append({k: np.asarray(v)[:batch_size - pad] for k, v in out.items()})
+  return {k: np.concatenate([c[k] for c in chunks]) for k in ('visual', 'proprio')}
+
+
+def probe_encoder(model: Any, params: Mapping[str, Any], task: str,
+                  train: loader_lib.WindowArrays, test: loader_lib.WindowArrays, *,
+                  env: Any = None, image_size: int | None = None, train_frames: int = 2000,
+                  test_frames: int = 1000, ridge: float = 1e-3,
+                  seed: int = 0) -> dict[str, Any]:
+  """Linear-probe R^2 of the model's frozen latent, per state feature of `task`.
+
+  Fits on up to `train_frames` frames of `train` and scores on up to `test_frames` frames of
+  `test` (e.g. the held-out trajectories), targets `wmjax.data.readout_targets(task, state)`.
+
+  Returns:
+    {'visual': {feature: R^2}, 'visual_proprio': {feature: R^2}, 'train_frames': N,
+    'test_frames': M, 'ridge': ridge}; R^2 is None where a feature is constant on the test
+    frames.
+  """
+  names = features_lib.readout_names(task)
+  train_states, train_proprio = sample_frames(train, train_frames, seed)
+  test_states, test_proprio = sample_frames(test, test_frames, seed + 1)
+  n = len(train_states)
+  both = encode_frames(model, params, np.concatenate([train_states, test_states]),
+                       np.concatenate([train_proprio, test_proprio]), env, image_size)
+  latents = {'train': {k: v[:n] for k, v in both.items()},
+             'test': {k: v[n:] for k, v in both.items()}}
+  targets = {'train': features_lib.readout_targets(task, train_states),
+             'test': features_lib.readout_targets(task, test_states)}
+  out = {}
+  for name, keys in (('visual', ('visual',)), ('visual_proprio', ('visual', 'proprio'))):
+    feats = {s: np.concatenate([latents[s][k] for k in keys], axis=-1) for s in latents}
+    r2 = linear_probe_r2(feats['train'], targets['train'], feats['test'], targets['test'],
+                         ridge)
+    out[name] = {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, r2)}
+  out.update(train_frames=len(targets['train']), test_frames=len(targets['test']),
+             ridge=float(ridge))
+  return out
+
+
+def format_probe(probe: Mapping[str, Any]) -> str:
+  """A short text table: one row per latent (visual, visual + proprio), one column per feature."""
+  names = list(probe['visual'])
+  width = max(9, *(len(n) for n in names))
+  fmt = lambda v: f'{"-":>{width}}' if v is None else f'{v:>{width}.3f}'
+  lines = [f'Linear probe R^2 of the frozen latent per state feature (ridge {probe["ridge"]:g}; '
+           f'fit on {probe["train_frames"]} training frames, scored on {probe["test_frames"]} '
+           'held-out frames):',
+           f'{"latent":<15} ' + ' '.join(f'{n:>{width}}' for n in names)]
+  for key, label in (('visual', 'visual'), ('visual_proprio', 'visual+proprio')):
+    lines.append(f'{label:<15} ' + ' '.join(fmt(probe[key][n]) for n in names))
+  return '\n'.join(lines)
