@@ -427,14 +427,7 @@ def _train_and_evaluate(config, workdir, progress, mesh, accept_changed_settings
   pending = None  # (step, metrics) checked for non-finite values once the next step is queued.
 
   def check(pending):
-    if pending is not None:
-      try:
-        training.raise_if_nonfinite(*pending, last_saved=ckpt.latest_step(),
-                                    directory=ckpt.directory, hint=NONFINITE_HINT)
-      except checks.NonFiniteError:
-        writer.close()
-        ckpt.close()  # Finishes the (finite) saves already started.
-        raise
+    training.check_pending(pending, ckpt, writer, NONFINITE_HINT)
 
   with tqdm.tqdm(total=steps, initial=min(step, steps), desc='world model', disable=not progress,
                  dynamic_ncols=True) as bar:

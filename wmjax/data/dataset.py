@@ -111,14 +111,6 @@ def _wmjax_version() -> str:
     return 'unknown'
 
 
-def _sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(1 << 20), b''):
-      h.update(chunk)
-  return h.hexdigest()
-
-
 _fsync_dir = io.fsync_dir
 is_temporary = io.is_temporary
 
@@ -227,7 +219,7 @@ def write_dataset(path: str, states: np.ndarray, proprio: np.ndarray, actions: n
         'generation': _to_jsonable(dict(generation or {})),
         'config': _to_jsonable(config) if config is not None else None,
         'stats': compute_stats(states, proprio, actions),
-        'arrays_sha256': _sha256(arrays_path),
+        'arrays_sha256': io.sha256_file(arrays_path),
         'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'wmjax_version': _wmjax_version(),
     }
@@ -380,7 +372,7 @@ def load_dataset(path: str, task: str | None = None,
   if not os.path.isfile(arrays_path):
     raise FileNotFoundError(f'{path} is not a complete dataset: {ARRAYS_FILE} is missing.')
   if verify:
-    digest = _sha256(arrays_path)
+    digest = io.sha256_file(arrays_path)
     if digest != meta['arrays_sha256']:
       raise ValueError(f'{arrays_path} is corrupt or truncated: sha256 {digest[:12]}... does '
                        f'not match {meta["arrays_sha256"][:12]}... recorded in {META_FILE}.')

@@ -27,6 +27,7 @@ from wmjax.training.optim import learning_rates
 from wmjax.training.optim import make_optimizer
 from wmjax.training.probe import linear_probe_r2
 from wmjax.training.probe import probe_encoder
+from wmjax.training.resume import check_pending
 from wmjax.training.resume import raise_if_nonfinite
 from wmjax.training.resume import Start
 from wmjax.training.resume import start_or_resume
@@ -64,6 +65,7 @@ __all__ = [
     'probe_encoder',
     'PredictorInputs',
     'Radii',
+    'check_pending',
     'raise_if_nonfinite',
     'read_metrics',
     'rollout_errors',

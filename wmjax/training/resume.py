@@ -140,3 +140,19 @@ def raise_if_nonfinite(step: int, metrics: Mapping[str, Any], *, last_saved: int
   raise checks.NonFiniteError(
       f'Training stopped at step {step}: non-finite loss or gradient ({values}). The step was not '
       f'applied and nothing non-finite was saved; {saved}. {hint}'.rstrip())
+
+
+def check_pending(pending: tuple[int, Mapping[str, Any]] | None, ckpt, writer,
+                  hint: str = '') -> None:
+  """`raise_if_nonfinite` for a queued (step, metrics) pair (None: nothing queued yet). Before
+  raising, closes `writer` and the checkpointer `ckpt` (which finishes the finite saves already
+  started), so the training loops stop with nothing half written."""
+  if pending is None:
+    return
+  try:
+    raise_if_nonfinite(*pending, last_saved=ckpt.latest_step(), directory=ckpt.directory,
+                       hint=hint)
+  except checks.NonFiniteError:
+    writer.close()
+    ckpt.close()
+    raise
