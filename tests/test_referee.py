@@ -198,3 +198,16 @@ def test_pointmaze_matches_gymnasium_robotics():
     assert np.abs(ref[:, :2] - ref[0, :2]).max() > 0.3, name  # It really moved.
     np.testing.assert_allclose(ours[:, :2], ref[:, :2], atol=0.02, err_msg=name)
     np.testing.assert_allclose(ours[:, 2:], ref[:, 2:], atol=0.2, err_msg=name)
+
+
+if __name__ == '__main__':
+  # `python tests/test_referee.py` prints the PushT measurements behind RESULTS.md.
+  for speed in ((0.1, 0.35), (0.4, 1.0)):
+    r = _pusht_comparison(speed)
+    big = np.abs(r['ref_turn']) > 0.1
+    print(f'pushes {speed}: contact steps {r["contact_steps"]}; reference moves median '
+          f'{np.median(r["moved"]):.2f} px {np.median(r["turned"]):.3f} rad; block error median '
+          f'(p90) {np.median(r["pos_err"]):.3f} ({np.percentile(r["pos_err"], 90):.2f}) px, '
+          f'{np.median(r["ang_err"]):.4f} ({np.percentile(r["ang_err"], 90):.3f}) rad; '
+          f'whole-push turn ours / reference median '
+          f'{np.median(np.abs(r["our_turn"][big]) / np.abs(r["ref_turn"][big])):.3f}')
