@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from wmjax import machine as machine_lib
+from wmjax.envs import wall
 
 _TASKS = flags.DEFINE_list('tasks', None, 'Tasks to measure (default: all registered).')
 _BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['1', '64', '1024'], 'Batch sizes.')
@@ -118,42 +119,13 @@ def bench_c_mujoco(mj_model, n: int) -> dict:
   return out
 
 
-def _numpy_wall_move(p: np.ndarray, a: np.ndarray) -> np.ndarray:
-  """NumPy port of `wmjax.envs.wall.move` for one instance (the baseline)."""
-  from wmjax.envs import wall as w  # pylint: disable=g-import-not-at-top
-  a = np.clip(a, -1.0, 1.0)
-  d = w.STEP_SCALE * a
-  q = p + d
-  best_t, best = np.inf, q
-  def face(axis, c, hit, blocked_if):
-    nonlocal best_t, best
-    if not hit or d[axis] == 0.0:
-      return
-    t = (c - p[axis]) / d[axis]
-    other = p[1 - axis] + t * d[1 - axis]
-    if blocked_if(other) and t < best_t:
-      best_t = t
-      best = np.array([c, other]) if axis == 0 else np.array([other, c])
-  outside = lambda y: y < w.DOOR_Y0 or y > w.DOOR_Y1
-  over = lambda x: w.WALL_X0 <= x <= w.WALL_X1
-  face(0, w.LOW, q[0] < w.LOW, lambda _: True)
-  face(0, w.HIGH, q[0] > w.HIGH, lambda _: True)
-  face(1, w.LOW, q[1] < w.LOW, lambda _: True)
-  face(1, w.HIGH, q[1] > w.HIGH, lambda _: True)
-  face(0, w.WALL_X0, p[0] <= w.WALL_X0 < q[0], outside)
-  face(0, w.WALL_X1, q[0] < w.WALL_X1 <= p[0], outside)
-  face(1, w.DOOR_Y0, q[1] < w.DOOR_Y0 <= p[1], over)
-  face(1, w.DOOR_Y1, p[1] <= w.DOOR_Y1 < q[1], over)
-  return np.clip(best, w.LOW, w.HIGH)
-
-
 def bench_numpy_wall(n: int) -> dict:
   rng = np.random.default_rng(0)
   acts = rng.uniform(-1, 1, (n, 2))
   p = np.array([20.0, 30.0])
   t0 = time.perf_counter()
   for i in range(n):
-    p = _numpy_wall_move(p, acts[i])
+    p = wall.move_numpy(p, acts[i])
   return {'numpy_loop_steps_per_s': n / (time.perf_counter() - t0)}
 
 

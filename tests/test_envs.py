@@ -16,6 +16,7 @@ import pytest
 from wmjax import envs
 from wmjax.envs import media
 from wmjax.envs import render as rd
+from wmjax.envs import wall
 
 SIZES = {'pusht': (7, 4), 'pointmaze': (4, 4), 'wall': (2, 2)}  # (S, P).
 # A move of the agent that is far beyond the success radius / well visible in images.
@@ -248,37 +249,66 @@ def test_wall_is_impassable_except_through_the_door():
   np.testing.assert_allclose(state.data, [40.0, 30.0])
 
 
-def test_wall_blocked_moves_stop_at_the_face():
+def test_wall_blocked_moves_follow_the_reference_rule():
   env = _env('wall')
   step = jax.jit(lambda p, a: env.step(env.reset_to(p), a).data)
-  np.testing.assert_allclose(step(jnp.array([28.0, 20.0]), jnp.array([1.0, 0.0])), [29.0, 20.0])
-  np.testing.assert_allclose(step(jnp.array([36.0, 40.0]), jnp.array([-1.0, 0.5])),
-                             [35.0, 40.5])
-  np.testing.assert_allclose(step(jnp.array([59.0, 30.0]), jnp.array([1.0, 0.0])), [60.0, 30.0])
+  # DINO-WM's check_wall_intersect, worked by hand: the crossing point, then 0.5 px back from
+  # the face and 0.5 px along it (+y on x faces, +x on y faces).
+  cases = [
+      ((28.0, 20.0), (1.0, 0.0), (28.5, 20.5)),     # The wall's left face.
+      ((36.0, 40.0), (-1.0, 0.5), (35.5, 41.0)),    # Its right face, hit at y = 40.5.
+      ((59.0, 30.0), (1.0, 0.0), (59.5, 30.5)),     # The right border.
+      ((20.0, 10.0), (10.0, 0.0), (28.5, 10.5)),    # A long move stops at the first face.
+      ((30.0, 27.0), (0.5, -1.0), (31.0, 26.5)),    # Leaving the door through its floor.
+      ((25.0, 30.0), (10.0, -5.0), (33.5, 26.5)),   # Crossing the floor's line inside the
+                                                    # wall's x range: back into the door.
+      ((10.0, 10.0), (-5.0, -1.0), (4.5, 9.3)),     # The left border, met at y = 8.8.
+      ((59.8, 5.0), (0.05, -1.0), (59.7, 4.5)),     # The top border, pushed past the right
+                                                    # one by the offset: 0.3 px in.
+  ]
+  for p, a, want in cases:
+    np.testing.assert_allclose(step(jnp.array(p), jnp.array(a)), want, atol=1e-5,
+                               err_msg=f'{p} + 2 * {a}')
+  # Pushed into the wall, the dot creeps along it (+0.5 px in y per blocked step).
+  state = env.reset_to(jnp.array([28.5, 10.0]))
+  for _ in range(10):
+    state = env.step(state, jnp.array([1.0, 0.0]))
+  np.testing.assert_allclose(state.data, [28.5, 15.0], atol=1e-5)
   # Actions are executed unclipped, as DINO-WM's DotWall does: a = (3, 0) moves 6 px.
   np.testing.assert_allclose(step(jnp.array([10.0, 10.0]), jnp.array([5.0, -0.5])), [20.0, 9.0])
   np.testing.assert_allclose(step(jnp.array([10.0, 40.0]), jnp.array([3.0, 0.0])), [16.0, 40.0])
-  # A long move still stops at the first face it meets, and the option clips.
-  np.testing.assert_allclose(step(jnp.array([20.0, 10.0]), jnp.array([10.0, 0.0])), [29.0, 10.0])
   clipped = envs.load('wall', clip_actions=True)
   np.testing.assert_allclose(clipped.step(clipped.reset_to(jnp.array([10.0, 10.0])),
                                           jnp.array([5.0, -0.5])).data, [12.0, 9.0])
 
 
+def test_wall_move_matches_the_branchwise_reference_rule():
+  """The vectorised `move` equals `move_numpy`, the reference's branches in its order, on
+  starts everywhere in the free space and actions up to ~20 px long."""
+  rng = np.random.default_rng(0)
+  pos = rng.uniform(4.2, 59.8, (3000, 2))
+  pos = pos[~_in_wall(pos)]
+  acts = np.concatenate([rng.normal(0.0, 1.0, (len(pos) // 2, 2)),
+                         rng.normal(0.0, 6.0, (len(pos) - len(pos) // 2, 2))])
+  got = np.asarray(jax.jit(jax.vmap(wall.move))(jnp.asarray(pos, jnp.float32),
+                                                jnp.asarray(acts, jnp.float32)))
+  want = np.stack([wall.move_numpy(p, a) for p, a in zip(pos, acts)])
+  blocked = np.abs(want - (pos + 2.0 * acts)).max(1) > 1e-6
+  assert blocked.mean() > 0.2  # The comparison exercises the collision rule.
+  np.testing.assert_allclose(got, want, atol=1e-3)
+
+
 def test_wall_reference_bugs_are_fixed():
   env = _env('wall')
   step = jax.jit(lambda p, a: env.step(env.reset_to(p), a).data)
-  # A purely vertical move into a border: the reference returned NaN.
-  for y, a in ((4.5, -1.0), (4.0, -1.0), (59.5, 1.0), (60.0, 1.0)):
+  # A purely vertical move into a border: the reference returned NaN (a 0/0 line fit); here
+  # the true crossing point with the reference's offsets.
+  for y, a in ((4.5, -1.0), (59.5, 1.0)):
     out = step(jnp.array([10.0, y]), jnp.array([0.0, a]))
-    assert np.all(np.isfinite(out))
-    np.testing.assert_allclose(out, [10.0, 4.0 if a < 0 else 60.0])
-  # A vertical move inside the door column must not enter the wall.
-  np.testing.assert_allclose(step(jnp.array([32.0, 33.0]), jnp.array([0.0, 1.0])), [32.0, 34.0])
-  np.testing.assert_allclose(step(jnp.array([30.0, 27.0]), jnp.array([0.0, -1.0])), [30.0, 26.0])
-  # ... and a diagonal one leaving the door through its floor stops on it.
-  out = step(jnp.array([30.0, 27.0]), jnp.array([0.5, -1.0]))
-  np.testing.assert_allclose(out, [30.5, 26.0])
+    np.testing.assert_allclose(out, [10.5, 4.5 if a < 0 else 59.5])
+  # A purely vertical move inside the door column must not enter the wall.
+  np.testing.assert_allclose(step(jnp.array([32.0, 33.0]), jnp.array([0.0, 1.0])), [32.5, 33.5])
+  np.testing.assert_allclose(step(jnp.array([30.0, 27.0]), jnp.array([0.0, -1.0])), [30.5, 26.5])
   # Gradients stay finite where a move is blocked.
   g = jax.grad(lambda a: env.step(env.reset_to(jnp.array([10.0, 4.0])), a).data.sum())(
       jnp.array([0.0, -0.5]))

@@ -4,18 +4,19 @@ Paper section 5. The reference task is kinematic, not physical: next = pos + 2 a
 a move that would cross the wall or a border stops where it meets it. There is no
 mass, velocity or contact force to simulate, so the task is written in pure JAX (a
 physics engine would only add cost and approximate the rule). The step is
-differentiable almost everywhere (zero gradient while blocked).
+differentiable almost everywhere (while blocked, only along the face it hit).
 
 Geometry (world units = pixels of the reference 65 x 65 image, y down):
   * the dot moves in the box [4, 60]^2 (border walls at 4 and 60);
   * the wall fills x in [29, 35] except the door, y in [26, 34];
-  * the dot is a point for collisions; a blocked move stops ON the wall face it hits
-    (the face coordinate is set exactly, so the dot never enters the wall).
+  * the dot is a point for collisions; a blocked move ends half a pixel back from the face
+    it hit and half a pixel along it (DINO-WM's `check_wall_intersect`, see `move`), so a
+    dot pushed into a wall creeps along it.
 
-Two behaviours of the reference code are deliberately not reproduced: a purely
-vertical move into a border returned NaN there (a 0/0 line fit), and a vertical move
-inside the door column could enter the wall above or below the door (only the wall's
-x faces were tested). Here the door's horizontal faces block like any other face.
+Two behaviours of the reference code are deliberately not reproduced, both from a 0/0
+line fit: a purely vertical move into a border returned NaN there, and a purely vertical
+move inside the door column could enter the wall above or below the door. Here those moves
+stop at their true crossing point with the same offsets.
 """
 
 import functools
@@ -31,10 +32,14 @@ from wmjax.envs import render as rd
 WORLD = 65.0           # World side; the reference image is 65 x 65 px.
 LOW, HIGH = 4.0, 60.0  # Border walls.
 WALL_X0, WALL_X1 = 29.0, 35.0  # Wall centred at x = 32, width 6.
+WALL_X = 32.0          # Wall centre: which side the dot is on.
 DOOR_Y0, DOOR_Y1 = 26.0, 34.0  # Door band.
 STEP_SCALE = 2.0       # next = pos + 2 a.
 DOT_STD = 1.7          # Gaussian dot, world units.
 SUCCESS_RADIUS = 4.5   # Success: distance < 4.5.
+# A blocked move ends this far back from the face and along it; a clamped one this far off
+# the room's walls (reference `check_wall_intersect`).
+_OFFSET, _MARGIN = 0.5, 0.3
 # Sampling margin from borders / wall (reference: border + 2 * dot std).
 _PAD = 2.0 * DOT_STD
 
@@ -57,7 +62,21 @@ def inside_wall(pos: jax.Array) -> jax.Array:
 
 
 def move(pos: jax.Array, action: jax.Array, clip: bool = False) -> jax.Array:
-  """One DotWall transition (paper section 5: next = pos + 2 a, blocked by walls).
+  """One DotWall transition, with the reference's collision rule (paper section 5).
+
+  next = pos + 2 a, unless the segment pos -> pos + 2 a meets a wall. The rule is DINO-WM's
+  `check_wall_intersect` (env/wall/envs/utils.py), including its offsets:
+    * crossing the door's floor or ceiling inside the wall's x range (checked first): the
+      crossing point + (0.5, -/+0.5), i.e. half a pixel back into the door band;
+    * else the first crossing with the x face of the wall (outside the door) or of a border
+      on the dot's side of the wall, or with the top or bottom border (the nearer to `pos`
+      when both): the crossing point + 0.5 px back from the face + 0.5 px along it (+y on
+      x faces, +x on y faces), clamped into the room and kept 0.3 px off its walls.
+  So a dot pushed into a wall creeps +0.5 px along it per blocked step, as in the reference.
+
+  Where the reference's line fits divide by zero (purely vertical or horizontal moves) it
+  returns NaN or lets the dot into the wall; here those moves use the true crossing point
+  (see the module docstring). The result is kept inside the box and out of the wall.
 
   Args:
     pos: (2,) current position, inside the free space.
@@ -66,49 +85,119 @@ def move(pos: jax.Array, action: jax.Array, clip: bool = False) -> jax.Array:
     clip: static; clip the action to [-1, 1].
 
   Returns:
-    (2,) next position: pos + 2 a, or the first point where the segment meets a
-    border or a wall face.
+    (2,) next position.
   """
   a = jnp.clip(action, -1.0, 1.0) if clip else action
   d = STEP_SCALE * a
-  p = pos
-  q = p + d
-  px, py, qx, qy, dx, dy = p[0], p[1], q[0], q[1], d[0], d[1]
+  q = pos + d
+  px, py, qx, qy, dx, dy = pos[0], pos[1], q[0], q[1], d[0], d[1]
+  dtype = pos.dtype
+  half = jnp.asarray(_OFFSET, dtype)
 
-  def x_face(c, hit, blocked_if):
-    """A face on the line x = c: (time, blocked, contact point)."""
-    t = _safe_div(c - px, dx)
-    y = py + jnp.clip(t, 0.0, 1.0) * dy
-    return t, hit & blocked_if(y), jnp.stack([jnp.asarray(c, p.dtype), y])
+  def y_at(c):  # y where the line through pos and q meets x = c.
+    return py + _safe_div((c - px) * dy, dx)
 
-  def y_face(c, hit, blocked_if):
-    t = _safe_div(c - py, dy)
-    x = px + jnp.clip(t, 0.0, 1.0) * dx
-    return t, hit & blocked_if(x), jnp.stack([x, jnp.asarray(c, p.dtype)])
+  def x_at(c):  # x where it meets y = c.
+    return px + _safe_div((c - py) * dx, dy)
 
-  always = lambda _: True
+  def crosses(p, r, c):  # pos and q on opposite sides of (or touching) the line at c.
+    return (jnp.sign(p - c) * jnp.sign(r - c) <= 0.0) & (p != r)
+
+  # 1. The door's floor (y = DOOR_Y0) and ceiling (y = DOOR_Y1) inside the wall's x range.
+  x_hi, x_lo = x_at(DOOR_Y1), x_at(DOOR_Y0)
+  in_column = lambda x: (x >= WALL_X0) & (x <= WALL_X1)
+  ceiling = (dy > 0) & (qy > DOOR_Y1) & (py < DOOR_Y1) & in_column(x_hi)
+  floor = (dy < 0) & (qy < DOOR_Y0) & (py > DOOR_Y0) & in_column(x_lo)
+  door_point = jnp.where(ceiling, jnp.stack([x_hi + half, DOOR_Y1 - half]),
+                         jnp.stack([x_lo + half, DOOR_Y0 + half]))
+
+  # 2. x faces on the dot's side of the wall (the wall's face has the door), then y borders.
+  left_room = WALL_X > px
+  x_min = jnp.where(left_room, LOW, WALL_X1)
+  x_max = jnp.where(left_room, WALL_X0, HIGH)
   outside_door = lambda y: (y < DOOR_Y0) | (y > DOOR_Y1)
-  over_column = lambda x: (x >= WALL_X0) & (x <= WALL_X1)
-  faces = [
-      x_face(LOW, qx < LOW, always),
-      x_face(HIGH, qx > HIGH, always),
-      y_face(LOW, qy < LOW, always),
-      y_face(HIGH, qy > HIGH, always),
-      # Wall's x faces, entered from the left / right room.
-      x_face(WALL_X0, (px <= WALL_X0) & (qx > WALL_X0), outside_door),
-      x_face(WALL_X1, (px >= WALL_X1) & (qx < WALL_X1), outside_door),
-      # Door's horizontal faces, entered from inside the door band.
-      y_face(DOOR_Y0, (py >= DOOR_Y0) & (qy < DOOR_Y0), over_column),
-      y_face(DOOR_Y1, (py <= DOOR_Y1) & (qy > DOOR_Y1), over_column),
-  ]
-  ts = jnp.stack([jnp.where(blocked, t, jnp.inf) for t, blocked, _ in faces])
-  points = jnp.stack([pt for _, _, pt in faces])
-  first = jnp.argmin(ts)
-  blocked = jnp.isfinite(ts[first])
-  nxt = jnp.where(blocked, points[first], q)
-  # Guards against rounding at corners: never leave the box, never enter the wall.
+  hit_min = crosses(px, qx, x_min) & (left_room | outside_door(y_at(x_min)))
+  hit_max = crosses(px, qx, x_max) & (~left_room | outside_door(y_at(x_max)))
+  x_face = jnp.where(hit_min, x_min, x_max)
+  v_hit = hit_min | hit_max
+  v_point = jnp.stack([x_face, y_at(x_face)])
+  v_noisy = v_point + jnp.stack([half * jnp.sign(px - x_face), half])
+  hit_low = crosses(py, qy, LOW)
+  h_hit = hit_low | crosses(py, qy, HIGH)
+  y_face = jnp.where(hit_low, LOW, HIGH)
+  h_point = jnp.stack([x_at(y_face), y_face])
+  h_noisy = h_point + jnp.stack([half, half * jnp.sign(py - y_face)])
+  use_v = v_hit & (~h_hit | (jnp.linalg.norm(pos - v_point) < jnp.linalg.norm(pos - h_point)))
+  wall_point = jnp.where(use_v, v_noisy, h_noisy)
+  x = jnp.clip(wall_point[0], x_min, x_max)
+  y = jnp.clip(wall_point[1], LOW, HIGH)
+  x = jnp.where(x <= x_min, x_min + _MARGIN, jnp.where(x >= x_max, x_max - _MARGIN, x))
+  y = jnp.where(y <= LOW, LOW + _MARGIN, jnp.where(y >= HIGH, HIGH - _MARGIN, y))
+  wall_point = jnp.stack([x, y]).astype(dtype)
+
+  nxt = jnp.where(ceiling | floor, door_point, jnp.where(v_hit | h_hit, wall_point, q))
+  # Guards for moves longer than the room (the reference only tests the faces on the dot's
+  # side): never leave the box, never enter the wall.
   nxt = jnp.clip(nxt, LOW, HIGH)
-  return jnp.where(inside_wall(nxt), p, nxt)
+  return jnp.where(inside_wall(nxt), pos, nxt)
+
+
+def move_numpy(pos: np.ndarray, action: np.ndarray, clip: bool = False) -> np.ndarray:
+  """`move` for one instance in NumPy, written branch by branch in the order of the
+  reference's `check_wall_intersect` (the oracle of the tests and the baseline of
+  benchmarks/envs.py). Same deviations and guards as `move`."""
+  pos = np.asarray(pos, np.float64)
+  a = np.clip(action, -1.0, 1.0) if clip else np.asarray(action, np.float64)
+  q = pos + STEP_SCALE * a
+  (px, py), (qx, qy) = pos, q
+  dx, dy = q - pos
+
+  def x_at(c):
+    return px + (c - py) * dx / dy
+
+  def y_at(c):
+    return py + (c - px) * dy / dx
+
+  # The door's ceiling, then its floor, inside the wall's x range.
+  if dy > 0 and qy > DOOR_Y1 and py < DOOR_Y1 and WALL_X0 <= x_at(DOOR_Y1) <= WALL_X1:
+    return _guard(pos, np.array([x_at(DOOR_Y1) + _OFFSET, DOOR_Y1 - _OFFSET]))
+  if dy < 0 and qy < DOOR_Y0 and py > DOOR_Y0 and WALL_X0 <= x_at(DOOR_Y0) <= WALL_X1:
+    return _guard(pos, np.array([x_at(DOOR_Y0) + _OFFSET, DOOR_Y0 + _OFFSET]))
+  if WALL_X > px:
+    faces = [(LOW, False), (WALL_X0, True)]
+  else:
+    faces = [(WALL_X1, True), (HIGH, False)]
+  x_min, x_max = faces[0][0], faces[1][0]
+  vertical = horizontal = None
+  for c, door in faces:
+    if dx != 0 and np.sign(px - c) * np.sign(qx - c) <= 0:
+      y = y_at(c)
+      if not door or y < DOOR_Y0 or y > DOOR_Y1:
+        vertical = np.array([c, y])
+        break
+  for c in (LOW, HIGH):
+    if dy != 0 and np.sign(py - c) * np.sign(qy - c) <= 0:
+      horizontal = np.array([x_at(c), c])
+      break
+  if vertical is not None and (horizontal is None or
+                               np.linalg.norm(pos - vertical) < np.linalg.norm(pos - horizontal)):
+    point = vertical + [_OFFSET * np.sign(px - vertical[0]), _OFFSET]
+  elif horizontal is not None:
+    point = horizontal + [_OFFSET, _OFFSET * np.sign(py - horizontal[1])]
+  else:
+    return _guard(pos, q)
+  x = float(np.clip(point[0], x_min, x_max))
+  y = float(np.clip(point[1], LOW, HIGH))
+  x = x_min + _MARGIN if x <= x_min else (x_max - _MARGIN if x >= x_max else x)
+  y = LOW + _MARGIN if y <= LOW else (HIGH - _MARGIN if y >= HIGH else y)
+  return _guard(pos, np.array([x, y]))
+
+
+def _guard(pos: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+  """`move`'s guards for moves longer than the room, on one instance."""
+  nxt = np.clip(nxt, LOW, HIGH)
+  x, y = nxt
+  return pos if WALL_X0 < x < WALL_X1 and (y < DOOR_Y0 or y > DOOR_Y1) else nxt
 
 
 @functools.lru_cache(maxsize=16)
