@@ -39,6 +39,7 @@ from experiments.configs import common as common_config
 from wmjax import envs
 from wmjax import machine as machine_lib
 from wmjax.planning import mpc
+from wmjax.planning import problems
 
 _TASK = flags.DEFINE_string('task', 'wall', 'Task whose world model and problems are used.')
 _VARIANT = flags.DEFINE_enum('variant', 'cpu', common_config.VARIANTS,
@@ -127,8 +128,8 @@ def bench_planner(name, settings, env, model, params, stats, batch, budget, repe
   init, goal = jax.jit(jax.vmap(env.sample_problem))(keys)
 
   def problem(params):
-    return mpc.world_model_problem(env, model, params, stats, objective=proto.objective,
-                                   rollout=proto.rollout)
+    return problems.world_model_problem(env, model, params, stats, objective=proto.objective,
+                                        rollout=proto.rollout)
 
   def plan_batch(params, init, goal, keys):
     pr = problem(params)

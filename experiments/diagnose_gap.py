@@ -27,7 +27,6 @@ from typing import Any
 
 from absl import flags
 import jax
-import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
@@ -42,8 +41,8 @@ from wmjax import envs
 from wmjax import io
 from wmjax import machine as machine_lib
 from wmjax import training
-from wmjax.planning import mpc
-from wmjax.training import online as online_lib
+from wmjax.envs import execution
+from wmjax.planning import problems
 
 OUT_DIR = 'diagnose'
 GAP_FILE = 'gap.json'
@@ -107,18 +106,17 @@ def _diagnose(config, workdir, progress):
   if val is None:
     raise ValueError('The diagnostic needs held-out trajectories: set data.val_fraction > 0.')
   stats = data_lib.stats_from_meta(ds.meta)
-  normalizer = mpc.normalizer_from_stats(stats)
+  normalizer = execution.normalizer_from_stats(stats)
   fs, horizon, size = int(config.frameskip), int(proto['horizon']), int(config.image_size)
   n = int(config.plan.num_instances)
   init, goal, keys = plan_lib.sample_problems(env, n, int(config.plan.seed))
   planner = plan_lib.build_planner(config, env, stats, proto)
-  low, high = mpc.action_bounds(env, normalizer, fs)
   models = find_models(workdir)
   # Offline windows are cut from held-out trajectories, which may be shorter than a plan.
   offline_horizon = min(horizon, int(val.actions.shape[1]) // fs)
 
   def make_plans(model, params):
-    problem = mpc.world_model_problem(env, model, params, stats, objective=proto['objective'],
+    problem = problems.world_model_problem(env, model, params, stats, objective=proto['objective'],
                                       alpha=proto['alpha'], base=proto['objective_base'],
                                       rollout=proto['rollout'])
 
@@ -131,7 +129,7 @@ def _diagnose(config, workdir, progress):
     return jax.vmap(one)(init, goal, keys)
 
   def induced_batch(plans):
-    traj = online_lib.execute_plans(env, normalizer, init, plans, fs)
+    traj = execution.execute_plans(env, normalizer, init, plans, fs)
     batch = {'state': traj['state'], 'proprio': traj['proprio'], 'actions': plans}
     return data_lib.add_pixels(env, batch, size)
 
@@ -155,7 +153,7 @@ def _diagnose(config, workdir, progress):
     own_batch = jax.jit(induced_batch)(plans)
     # The same trajectories, with the actions the simulator executed (clipped where the task
     # clips): separates unseen actions from unseen states (PAPER.md section 9).
-    executed = jnp.clip(plans, low, high) if env.clip_actions else plans
+    executed = execution.executed_actions(env, normalizer, plans, fs)
     executed_batch = dict(own_batch, actions=executed)
     if base_batch is None:
       base_batch = own_batch

@@ -47,9 +47,11 @@ from wmjax import envs
 from wmjax import io
 from wmjax import machine as machine_lib
 from wmjax import parallel
+from wmjax.envs import execution
 from wmjax.envs import render as render_lib
 from wmjax.planning import mpc
 from wmjax.planning import objectives
+from wmjax.planning import problems
 
 OUT_DIR = 'plan'
 RESULTS_FILE = 'results.json'
@@ -228,7 +230,7 @@ def sample_problems(env, num: int, seed: int):
 
 
 def make_problem_fn(config, env, model, stats, proto):
-  """params -> mpc.Problem (built inside the jitted function, so params stay arguments)."""
+  """params -> problems.Problem (built inside the jitted function, so params stay arguments)."""
   kw = dict(objective=proto['objective'], alpha=proto['alpha'], base=proto['objective_base'])
   if proto['model'] == 'simulator':
     cost_env = env
@@ -238,11 +240,11 @@ def make_problem_fn(config, env, model, stats, proto):
     def simulator(params):
       latent_fn = None
       if proto['simulator_cost'] == 'latent':
-        latent_fn = mpc.rendered_latent_fn(env, model, params)
-      return mpc.simulator_problem(env, stats, frameskip=int(config.frameskip), cost_env=cost_env,
-                                   latent_fn=latent_fn, **kw)
+        latent_fn = problems.rendered_latent_fn(env, model, params)
+      return problems.simulator_problem(env, stats, frameskip=int(config.frameskip),
+                                        cost_env=cost_env, latent_fn=latent_fn, **kw)
     return simulator
-  return lambda params: mpc.world_model_problem(
+  return lambda params: problems.world_model_problem(
       env, model, params, stats, rollout=proto['rollout'], **kw)
 
 
@@ -250,7 +252,8 @@ def build_planner(config, env, stats, proto):
   p = config.plan
   low = high = None
   if proto['bounded']:
-    low, high = mpc.action_bounds(env, mpc.normalizer_from_stats(stats), int(config.frameskip))
+    low, high = execution.action_bounds(env, execution.normalizer_from_stats(stats),
+                                        int(config.frameskip))
   return planners_lib.make_planner(
       p.planner, p[p.planner], horizon=proto['horizon'],
       action_size=int(config.frameskip) * env.action_size, action_low=low, action_high=high,
@@ -285,7 +288,7 @@ def write_videos(out_dir, config, env, model, params, stats, proto, init, goal, 
   from wmjax.envs import media  # pylint: disable=g-import-not-at-top
   size = int(model.image_size) if model is not None else int(config.image_size)
   fs = int(config.frameskip)
-  normalizer = mpc.normalizer_from_stats(stats)
+  normalizer = execution.normalizer_from_stats(stats)
   render = jax.jit(jax.vmap(lambda s: render_lib.to_uint8(env.render(s, size))))
   decoded = model is not None and getattr(model, 'encoder_name', '') == 'conv'
   if decoded:
@@ -293,7 +296,7 @@ def write_videos(out_dir, config, env, model, params, stats, proto, init, goal, 
 
     @jax.jit
     def planned(params, state_vector, actions):
-      obs = mpc.pixel_observer(env, normalizer, size)(state_vector)
+      obs = problems.pixel_observer(env, normalizer, size)(state_vector)
       z = model.rollout(params, model.encode(params, obs), actions, mode=proto['rollout'])
       return render_lib.to_uint8(model.decode(params, z['visual']))
   else:
@@ -302,14 +305,8 @@ def write_videos(out_dir, config, env, model, params, stats, proto, init, goal, 
     @jax.jit
     def planned(params, state_vector, actions):
       del params  # Unused.
-      raw = normalizer.raw_actions(actions, fs)
-
-      def step(state, raw_fs):
-        state = jax.lax.fori_loop(0, fs, lambda i, s: env.step(s, raw_fs[i]), state)
-        return state, env.state_vector(state)
-
-      _, svs = jax.lax.scan(step, env.reset_to(state_vector), raw)
-      return render(jnp.concatenate([state_vector[None], svs]))
+      traj = execution.execute_plans(env, normalizer, state_vector[None], actions[None], fs)
+      return render(traj['state'][0])
 
   scale = max(1, 128 // size)
   paths = []
@@ -424,18 +421,15 @@ def _evaluate(config, workdir, checkpoint, progress, mesh):
 
   problem_fn = make_problem_fn(config, env, model, stats, proto)
 
-  def run(params, init_states, goal_states, keys):
-    problem = problem_fn(params)
-    return mpc.evaluate(env, planner, problem.observe, problem.make_cost, problem.normalizer,
-                        init_states, goal_states, keys, num_replans=proto['num_replans'],
-                        execute=proto['execute'], frameskip=int(config.frameskip))
+  evaluation = mpc.sharded_evaluation(
+      env, planner, problem_fn, mesh=mesh, num_replans=proto['num_replans'],
+      execute=proto['execute'], frameskip=int(config.frameskip))
 
   budget_text = (f'{proto["num_replans"]} replans x {proto["execute"]} executed = '
                  f'{proto["model_actions"]} model actions ({proto["env_steps"]} env steps)')
   say(f'Compiling {proto["settings"]}, {p.mode}, {n} instances, budget {budget_text} ...')
   t0 = time.perf_counter()
-  compiled = parallel.shard_map_instances(run, mesh, num_replicated=1).lower(
-      params_d, init_d, goal_d, keys_d).compile()
+  compiled = evaluation.lower(params_d, init_d, goal_d, keys_d).compile()
   compile_s = time.perf_counter() - t0
   say(f'  compiled in {compile_s:.2f} s; running ...')
   t0 = time.perf_counter()

@@ -16,6 +16,7 @@ from wmjax import io
 from wmjax.data import dataset as dataset_lib
 from wmjax.data import loader as loader_lib
 from wmjax.envs import base
+from wmjax.envs import execution
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -323,11 +324,12 @@ def test_window_shapes_and_action_alignment(num_hist, frameskip):
   assert batch['actions'].shape == (16, num_hist, frameskip * 2)
   # state = cumulative sum of raw actions: frame k+1 - frame k = sum of model action k's
   # frameskip raw actions, in order.
-  raw = loader_lib.denormalize_actions(batch['actions'], arrays.stats)
+  normalizer = execution.normalizer_from_stats(arrays.stats)
+  raw = normalizer.denormalize_actions(batch['actions'])
   summed = raw.reshape(16, num_hist, frameskip, 2).sum(axis=2)
   np.testing.assert_allclose(jnp.diff(batch['state'], axis=1), summed, atol=1e-4)
   # proprio is normalised with the dataset's stats (proprio = state + 100 here).
-  np.testing.assert_allclose(loader_lib.denormalize_proprio(batch['proprio'], arrays.stats),
+  np.testing.assert_allclose(normalizer.denormalize_proprio(batch['proprio']),
                              batch['state'] + 100.0, atol=1e-4)
 
 
@@ -336,21 +338,21 @@ def test_window_contents_exact():
   traj, start = jnp.array([4, 0]), jnp.array([7, 0])
   batch = loader_lib.gather_windows(arrays, traj, start, 2, 3)
   np.testing.assert_array_equal(batch['state'][0], arrays.states[4, jnp.array([7, 10, 13])])
-  raw = loader_lib.denormalize_actions(batch['actions'], arrays.stats)
+  raw = execution.normalizer_from_stats(arrays.stats).denormalize_actions(batch['actions'])
   np.testing.assert_allclose(raw[0, 1], arrays.actions[4, 10:13].reshape(-1), atol=1e-5)
   np.testing.assert_allclose(raw[1, 0], arrays.actions[0, 0:3].reshape(-1), atol=1e-5)
 
 
 def test_normalisation():
   arrays = _arrays(n=40, t=20)
-  s = arrays.stats
-  actions = loader_lib.normalize_actions(arrays.actions.reshape(40, 4, 10), s)  # frameskip 5
+  s = execution.normalizer_from_stats(arrays.stats)
+  actions = s.normalize_actions(arrays.actions.reshape(40, 4, 10))  # frameskip 5
   np.testing.assert_allclose(actions.reshape(-1, 2).mean(0), 0.0, atol=1e-4)
   np.testing.assert_allclose(actions.reshape(-1, 2).std(0), 1.0, atol=1e-4)
-  np.testing.assert_allclose(loader_lib.denormalize_actions(actions, s),
+  np.testing.assert_allclose(s.denormalize_actions(actions),
                              arrays.actions.reshape(40, 4, 10), atol=1e-4)
   with pytest.raises(ValueError, match='multiple of the raw action size'):
-    loader_lib.normalize_actions(jnp.zeros((3,)), s)
+    s.normalize_actions(jnp.zeros((3,)))
 
 
 def test_windows_reject_short_trajectories():

@@ -10,7 +10,7 @@ from wmjax import envs
 from wmjax import models
 from wmjax import training
 from wmjax.data import policies
-from wmjax.planning import mpc
+from wmjax.envs import execution
 from wmjax.training import online
 
 FS, H, NUM_HIST, M, T = 5, 5, 1, 4, 30
@@ -43,10 +43,11 @@ def setup():
 def _replayer(env, stats):
   """Independent replay, jitted once: (state0 (S,), normalised model actions (K, FS*A)) ->
   ((K+1, S) states, (K+1, P) normalised proprio) at every model step."""
+  normalizer = execution.normalizer_from_stats(stats)
 
   @jax.jit
   def run(state0, actions):
-    raw = data_lib.denormalize_actions(actions, stats).reshape(-1, env.action_size)
+    raw = normalizer.denormalize_actions(actions).reshape(-1, env.action_size)
 
     def step(s, a):
       s = env.step(s, a)
@@ -56,7 +57,7 @@ def _replayer(env, stats):
     _, (svs, props) = jax.lax.scan(step, s0, raw)
     svs = jnp.concatenate([env.state_vector(s0)[None], svs])[::FS]
     props = jnp.concatenate([env.proprio(s0)[None], props])[::FS]
-    return svs, data_lib.normalize_proprio(props, stats)
+    return svs, normalizer.normalize_proprio(props)
 
   return run
 
@@ -156,19 +157,19 @@ def test_trajectory_windows_never_cross_trajectories():
 
 def test_execute_plans_shapes_and_errors():
   env = envs.load('wall')
-  norm = mpc.Normalizer(action_mean=jnp.zeros(2), action_std=jnp.ones(2),
-                        proprio_mean=jnp.ones(2), proprio_std=2 * jnp.ones(2))
+  norm = execution.Normalizer(action_mean=jnp.zeros(2), action_std=jnp.ones(2),
+                              proprio_mean=jnp.ones(2), proprio_std=2 * jnp.ones(2))
   init = jnp.array([[10.0, 30.0], [50.0, 50.0]])  # row 0 passes the door
   plans = jnp.zeros((2, 3, FS * 2)).at[0, :, 0::2].set(1.0)  # instance 0 moves right
-  out = online.execute_plans(env, norm, init, plans, FS)
+  out = execution.execute_plans(env, norm, init, plans, FS)
   assert out['state'].shape == (2, 4, 2) and out['proprio'].shape == (2, 4, 2)
   np.testing.assert_allclose(out['state'][0, :, 0], 10.0 + 2.0 * FS * jnp.arange(4))
   np.testing.assert_allclose(out['state'][1], jnp.broadcast_to(init[1], (4, 2)))
   np.testing.assert_allclose(out['proprio'], (out['state'] - 1.0) / 2.0)  # wall: proprio = xy
   with pytest.raises(ValueError, match='init_states'):
-    online.execute_plans(env, norm, init[:, :1], plans, FS)
+    execution.execute_plans(env, norm, init[:, :1], plans, FS)
   with pytest.raises(ValueError, match='plans'):
-    online.execute_plans(env, norm, init, plans[:, :, :4], FS)
+    execution.execute_plans(env, norm, init, plans[:, :, :4], FS)
 
 
 def _ids(n, start=0):

@@ -5,7 +5,7 @@ environment (set before jax is imported). Checks:
   train_step: 3 steps of `parallel.shard_train_step` vs a plain jit on one device, same batches;
   binary: experiments/train_world_model.py's functions with a mesh vs without (3 sampled steps,
     validation loss, open-loop evaluation);
-  evaluate: `parallel.sharded_evaluate` vs `mpc.evaluate` on one device (Adam MPC, CEM open loop);
+  evaluate: `mpc.sharded_evaluate` vs `mpc.evaluate` on one device (Adam MPC, CEM open loop);
   plan: experiments/plan.py's `evaluate` on the 8-device mesh vs a 1-device mesh (simulator);
   finetune: experiments/finetune.py's AWM and OWM steps on the 8-device mesh vs a 1-device mesh.
 """
@@ -31,6 +31,7 @@ from experiments import train_world_model as twm
 from wmjax import parallel
 from wmjax import training
 from wmjax.planning import mpc
+from wmjax.planning import problems
 
 STEPS = 3
 BATCH = 16
@@ -91,7 +92,8 @@ def evaluate_check(out, mesh, setup):
   keys = jax.random.split(jax.random.key(3), n)
   init, goal = jax.jit(jax.vmap(env.sample_problem))(jax.random.split(jax.random.key(4), n))
   stats = common.random_arrays(0).stats
-  problem = mpc.world_model_problem(env, model, params, stats, objective='all')
+  make_problem = lambda p: problems.world_model_problem(env, model, p, stats, objective='all')
+  problem = make_problem(params)
   for name, open_loop, replans, execute in (('adam', False, 2, 1), ('cem', True, 1, 5)):
     planner = planners.make_planner(name, config.plan[name], horizon=5, action_size=10,
                                     open_loop=open_loop)
@@ -99,8 +101,8 @@ def evaluate_check(out, mesh, setup):
     ref = jax.device_get(jax.jit(lambda i, g, k: mpc.evaluate(
         env, planner, problem.observe, problem.make_cost, problem.normalizer, i, g, k, **kw))(
             init, goal, keys))
-    got = parallel.sharded_evaluate(env, planner, problem.observe, problem.make_cost,
-                                    problem.normalizer, init, goal, keys, mesh=mesh, **kw)
+    got = mpc.sharded_evaluate(env, planner, make_problem, params, init, goal, keys, mesh=mesh,
+                               **kw)
     out[f'eval_{name}_type'] = type(got.states).__name__
     out[f'eval_{name}_shape'] = list(got.states.shape)
     out[f'eval_{name}_success_equal'] = bool(np.array_equal(got.success, ref.success))

@@ -20,13 +20,9 @@ from wmjax.data.features import state_features
 from wmjax.data.features import StateFeatures
 from wmjax.data.loader import add_pixels
 from wmjax.data.loader import batches
-from wmjax.data.loader import denormalize_actions
-from wmjax.data.loader import denormalize_proprio
 from wmjax.data.loader import gather_windows
 from wmjax.data.loader import iterate_windows
 from wmjax.data.loader import make_loader
-from wmjax.data.loader import normalize_actions
-from wmjax.data.loader import normalize_proprio
 from wmjax.data.loader import sample_windows
 from wmjax.data.loader import split
 from wmjax.data.loader import nominal_stats
@@ -45,8 +41,6 @@ __all__ = [
     'collect',
     'compute_stats',
     'Dataset',
-    'denormalize_actions',
-    'denormalize_proprio',
     'FORMAT_NAME',
     'FORMAT_VERSION',
     'gather_windows',
@@ -55,8 +49,6 @@ __all__ = [
     'make_loader',
     'matches_generation',
     'nominal_stats',
-    'normalize_actions',
-    'normalize_proprio',
     'read_meta',
     'readout_names',
     'readout_targets',

@@ -13,7 +13,8 @@ Batches are dictionaries
    'actions': (B, num_hist, frameskip*A) normalised,
    'pixels': (B, num_hist+1, H, W, 3) uint8 (added by `add_pixels`)}.
 Normalisation uses the dataset's statistics (meta.json), action stats tiled over
-frameskip: normalised = (raw - mean) / std.
+frameskip: normalised = (raw - mean) / std (`wmjax.envs.execution.Normalizer`, the one
+normaliser, which also executes normalised plans).
 
 Arrays are put on device once (`to_device`); sampling and rendering happen inside jit.
 """
@@ -28,6 +29,7 @@ import numpy as np
 
 from wmjax.data import dataset as dataset_lib
 from wmjax.envs import base
+from wmjax.envs import execution
 from wmjax.envs import render as render_lib
 
 Batch = dict[str, jax.Array]
@@ -57,35 +59,6 @@ def nominal_stats(env: base.Env) -> Stats:
   return Stats(jnp.asarray(env.action_mean, jnp.float32), jnp.asarray(env.action_std, jnp.float32),
                zeros(env.proprio_size), ones(env.proprio_size), zeros(env.state_size),
                ones(env.state_size))
-
-
-def _tile(x: jax.Array, width: int) -> jax.Array:
-  if width % x.shape[-1]:
-    raise ValueError(f'Action width {width} is not a multiple of the raw action size '
-                     f'{x.shape[-1]}.')
-  return jnp.tile(x, width // x.shape[-1])
-
-
-def normalize_actions(actions: jax.Array, stats: Stats) -> jax.Array:
-  """Raw -> normalised actions. actions: (..., k*A) (k raw actions concatenated)."""
-  w = actions.shape[-1]
-  return (actions - _tile(stats.action_mean, w)) / _tile(stats.action_std, w)
-
-
-def denormalize_actions(actions: jax.Array, stats: Stats) -> jax.Array:
-  """Normalised -> raw actions. actions: (..., k*A)."""
-  w = actions.shape[-1]
-  return actions * _tile(stats.action_std, w) + _tile(stats.action_mean, w)
-
-
-def normalize_proprio(proprio: jax.Array, stats: Stats) -> jax.Array:
-  """proprio: (..., P) raw -> normalised."""
-  return (proprio - stats.proprio_mean) / stats.proprio_std
-
-
-def denormalize_proprio(proprio: jax.Array, stats: Stats) -> jax.Array:
-  """proprio: (..., P) normalised -> raw."""
-  return proprio * stats.proprio_std + stats.proprio_mean
 
 
 class WindowArrays(NamedTuple):
@@ -179,10 +152,11 @@ def gather_windows(arrays: WindowArrays, traj: jax.Array, start: jax.Array, num_
   raw = arrays.actions[traj[:, None], act_idx]                        # (B, num_hist*fs, A)
   # Section 2: a model action is frameskip raw actions concatenated.
   actions = raw.reshape(b, num_hist, frameskip * raw.shape[-1])
+  normalizer = execution.normalizer_from_stats(arrays.stats)
   return {
       'state': states,
-      'proprio': normalize_proprio(proprio, arrays.stats),
-      'actions': normalize_actions(actions, arrays.stats),
+      'proprio': normalizer.normalize_proprio(proprio),
+      'actions': normalizer.normalize_actions(actions),
   }
 
 

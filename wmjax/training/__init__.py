@@ -81,7 +81,6 @@ __all__ = [
 # Online World Modeling (PAPER.md section 4); buffer ops as `online.insert` / `online.sample`.
 from wmjax.training import online  # pylint: disable=g-import-not-at-top
 from wmjax.training.online import collect_windows  # pylint: disable=g-import-not-at-top
-from wmjax.training.online import execute_plans  # pylint: disable=g-import-not-at-top
 from wmjax.training.online import init_buffer  # pylint: disable=g-import-not-at-top
 from wmjax.training.online import mix_batches  # pylint: disable=g-import-not-at-top
 from wmjax.training.online import ReplayBuffer  # pylint: disable=g-import-not-at-top
@@ -89,7 +88,6 @@ from wmjax.training.online import trajectory_windows  # pylint: disable=g-import
 
 __all__ += [
     'collect_windows',
-    'execute_plans',
     'init_buffer',
     'mix_batches',
     'online',

@@ -28,9 +28,10 @@ import optax
 from flax import struct
 
 from wmjax.data import loader as loader_lib
+from wmjax.envs import execution
 from wmjax.envs.base import Env
 from wmjax.planning import gradient
-from wmjax.planning import mpc
+from wmjax.planning import problems
 from wmjax.types import Params, PRNGKey
 
 Batch = dict[str, jax.Array]
@@ -186,49 +187,6 @@ def mix_batches(offline: Mapping[str, jax.Array], online: Mapping[str, jax.Array
 # ----------------------------------------------------------------------------- OWM windows
 
 
-def execute_plans(env: Env, normalizer: mpc.Normalizer, init_states: jax.Array,
-                  plans: jax.Array, frameskip: int) -> Batch:
-  """Executes normalised model-action plans in the simulator from true states (batched).
-
-  Args:
-    env: the real simulator (raw, not frame-skipped).
-    normalizer: maps normalised model actions to raw env actions and raw proprio to normalised.
-    init_states: (B, S) state vectors to restart the simulator from (`env.reset_to`).
-    plans: (B, H, frameskip*A) normalised model actions; the env clips raw actions itself.
-    frameskip: raw env steps per model action, static.
-
-  Returns:
-    {'state': (B, H+1, S) raw, 'proprio': (B, H+1, P) normalised}: the executed trajectory at
-    every model step, frame 0 being the restarted initial state.
-  """
-  if jnp.ndim(init_states) != 2 or init_states.shape[-1] != env.state_size:
-    raise ValueError(f'init_states must be (B, {env.state_size}); got {jnp.shape(init_states)}.')
-  width = frameskip * env.action_size
-  if jnp.ndim(plans) != 3 or plans.shape[0] != init_states.shape[0] or plans.shape[2] != width:
-    raise ValueError(f'plans must be ({init_states.shape[0]}, H, {width}) (frameskip * A); got '
-                     f'{jnp.shape(plans)}.')
-
-  def observe(state):
-    return (env.state_vector(state).astype(jnp.float32),
-            normalizer.proprio(env.proprio(state)).astype(jnp.float32))
-
-  def one(init_state, plan):
-    raw = normalizer.raw_actions(plan, frameskip)  # (H, frameskip, A)
-
-    def model_action(state, raw_fs):
-      state = jax.lax.fori_loop(0, frameskip, lambda i, s: env.step(s, raw_fs[i]), state)
-      return state, observe(state)
-
-    state0 = env.reset_to(init_state)
-    _, (svs, props) = jax.lax.scan(model_action, state0, raw)
-    sv0, p0 = observe(state0)
-    return (jnp.concatenate([sv0[None], svs]), jnp.concatenate([p0[None], props]))
-
-  with jax.named_scope('execute_plans'):
-    states, proprio = jax.vmap(one)(init_states, plans)
-  return {'state': states, 'proprio': proprio}
-
-
 def trajectory_windows(traj: Mapping[str, jax.Array], actions: jax.Array,
                        num_hist: int) -> Batch:
   """Every window of num_hist+1 consecutive frames of each trajectory, and its actions.
@@ -236,7 +194,8 @@ def trajectory_windows(traj: Mapping[str, jax.Array], actions: jax.Array,
   Windows never cross trajectories (PAPER.md section 4: consistent windows only).
 
   Args:
-    traj: {'state': (B, H+1, S), 'proprio': (B, H+1, P)} (e.g. from `execute_plans`).
+    traj: {'state': (B, H+1, S), 'proprio': (B, H+1, P)} (e.g. from
+      `wmjax.envs.execution.execute_plans`).
     actions: (B, H, frameskip*A) normalised; action t leads from frame t to frame t+1.
     num_hist: history frames per window, 1 <= num_hist <= H, static.
 
@@ -367,7 +326,7 @@ def collect_windows(
         f'Segments of goal_horizon * frameskip = {goal_horizon} * {frameskip} = {span} env '
         f'steps do not fit the dataset: {n} trajectories of {t1 - 1} steps.')
 
-  problem = mpc.world_model_problem(env, model, params, stats, objective=objective,
+  problem = problems.world_model_problem(env, model, params, stats, objective=objective,
                                     alpha=alpha, rollout=rollout)
   planner = gradient.gradient_planner(planner_horizon, width, optax.adam(lr), num_steps)
 
@@ -388,7 +347,7 @@ def collect_windows(
     plans, costs = jax.vmap(solve)(init_states, goal_states,
                                    jax.random.split(k_plan, num_segments))
   # Section 4: execute from the segment's TRUE initial state, batched (the reference: one by one).
-  executed = execute_plans(env, problem.normalizer, init_states, plans, frameskip)
+  executed = execution.execute_plans(env, problem.normalizer, init_states, plans, frameskip)
   # Section 4: windows from the executed trajectories only (no spliced dataset history).
   windows = trajectory_windows(executed, plans, num_hist)
   info = {
