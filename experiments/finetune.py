@@ -42,6 +42,7 @@ from wmjax import distributed
 from wmjax import io
 from wmjax import parallel
 from wmjax import training
+from wmjax.data import replay
 from wmjax.training import checkpoint as checkpoint_lib
 from wmjax.training import online as online_lib
 
@@ -252,17 +253,19 @@ def make_train_iteration(config, env, model, optimizer, stats, needs_pixels: boo
   def init_extra(params, arrays, root):
     del params, root
     example = jax.tree.map(lambda x: x[0], offline_batch(arrays, jax.random.key(0), 1))
-    return {'buffer': online_lib.init_buffer(example, int(o.capacity))}
+    return {'buffer': replay.init_buffer(example, int(o.capacity))}
+
+  planner = online_lib.owm_planner(int(o.planner_horizon), fs * env.action_size, lr=float(o.lr),
+                                   num_steps=int(o.num_steps))
 
   def collect(state, arrays, root):
     # Section 4 (OWM): plan, execute in the simulator, add the executed windows to the buffer.
     windows, info = online_lib.collect_windows(
         env, model, training.full_params(state), stats, arrays, keys(root, _ONLINE, state.step),
-        num_segments=int(o.num_segments), goal_horizon=int(o.goal_horizon), num_hist=num_hist,
-        frameskip=fs, planner_horizon=int(o.planner_horizon), lr=float(o.lr),
-        num_steps=int(o.num_steps), objective=o.objective, rollout=o.rollout,
+        planner=planner, num_segments=int(o.num_segments), goal_horizon=int(o.goal_horizon),
+        num_hist=num_hist, frameskip=fs, objective=o.objective, rollout=o.rollout,
         alpha=float(config.plan.alpha))
-    buffer = online_lib.insert(state.extra['buffer'], windows)
+    buffer = replay.insert(state.extra['buffer'], windows)
     metrics = {'owm/goal_distance': jnp.mean(info['goal_distance']),
                'owm/plan_cost': jnp.mean(info['plan_cost']),
                'owm/buffer_size': buffer.size}
@@ -270,9 +273,9 @@ def make_train_iteration(config, env, model, optimizer, stats, needs_pixels: boo
 
   def train_iteration(state, arrays, root):
     key_off, key_on = jax.random.split(keys(root, _DATA, state.step))
-    batch = online_lib.mix_batches(
+    batch = replay.mix_batches(
         offline_batch(arrays, key_off, num_offline),
-        online_lib.sample(state.extra['buffer'], key_on, num_online))
+        replay.sample(state.extra['buffer'], key_on, num_online))
     return step_fn(state, render(batch), keys(root, _DROPOUT, state.step))
 
   return jax.jit(init_extra, out_shardings=rep), jit_step(train_iteration), jit_step(collect)

@@ -114,7 +114,7 @@ def save_preview(env: Any, states: np.ndarray, path: str, image_size: int,
       grid[y:y + h, x:x + w] = imgs[i, j]
   with io.atomic_path(path) as tmp:
     try:
-      from wmjax.envs import media  # pylint: disable=g-import-not-at-top
+      from wmjax import media  # pylint: disable=g-import-not-at-top
       media.save_png(tmp, grid)
     except (ImportError, AttributeError):
       import imageio.v3 as iio  # pylint: disable=g-import-not-at-top

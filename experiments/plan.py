@@ -285,7 +285,7 @@ def _label(frames: np.ndarray, text: str, scale: int) -> np.ndarray:
 
 def write_videos(out_dir, config, env, model, params, stats, proto, init, goal, ep, count):
   """Planned-vs-executed GIFs; returns (paths, what the left panel shows)."""
-  from wmjax.envs import media  # pylint: disable=g-import-not-at-top
+  from wmjax import media  # pylint: disable=g-import-not-at-top
   size = int(model.image_size) if model is not None else int(config.image_size)
   fs = int(config.frameskip)
   normalizer = execution.normalizer_from_stats(stats)

@@ -41,7 +41,7 @@ from wmjax import distributed
 from wmjax import io
 from wmjax import parallel
 from wmjax import training
-from wmjax.envs import render as render_lib
+from wmjax.training import pretrain as pretrain_lib
 
 
 
@@ -153,30 +153,17 @@ def load_data(config: ml_collections.ConfigDict, workdir: str, env: Any):
   return ds, data_lib.to_device(train_ds), val
 
 
-def render_frames(env: Any, states: np.ndarray, image_size: int, batch: int = 256) -> np.ndarray:
-  """(M, S) states -> (M, H, W, 3) uint8 images, rendered in jitted batches."""
-  fn = jax.jit(jax.vmap(lambda s: render_lib.to_uint8(env.render(s, image_size))))
-  out = []
-  for i in range(0, len(states), batch):
-    chunk = states[i:i + batch]
-    pad = batch - len(chunk)
-    imgs = fn(jnp.asarray(np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)]) if pad else chunk))
-    out.append(np.asarray(imgs)[:len(chunk)])
-  return np.concatenate(out)
-
-
 def pretrain_encoder(config, env, train: data_lib.WindowArrays, model_kwargs, progress: bool):
   """Pretrains the conv autoencoder on rendered training frames; returns (params, summary)."""
-  from wmjax.models import pretrain_conv_autoencoder  # pylint: disable=g-import-not-at-top
   t = config.train
   states = np.asarray(train.states).reshape(-1, train.states.shape[-1])
   rng = np.random.default_rng(int(config.seed))
   count = min(int(t.encoder_pretrain_images), len(states)) or len(states)
   pick = np.sort(rng.choice(len(states), size=count, replace=False))
   t0 = time.perf_counter()
-  images = render_frames(env, states[pick], int(config.image_size))
+  images = pretrain_lib.render_frames(env, states[pick], int(config.image_size))
   conv_cfg = dict(model_kwargs['conv'], image_size=int(config.image_size))
-  params, metrics = pretrain_conv_autoencoder(
+  params, metrics = pretrain_lib.pretrain_conv_autoencoder(
       images, conv_cfg, jax.random.fold_in(jax.random.key(int(config.seed)), _PRETRAIN),
       steps=int(t.encoder_pretrain_steps), batch_size=int(t.encoder_pretrain_batch_size),
       learning_rate=float(t.encoder_pretrain_lr), progress=progress,

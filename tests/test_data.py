@@ -406,26 +406,31 @@ def test_iterate_windows_is_deterministic_and_complete():
   assert sub[0]['state'].shape[0] == 5
 
 
-def test_add_pixels_and_loader():
+def test_add_pixels_split_and_windows():
   env = PointEnv()
   states, proprio, actions = _cumsum_dataset(n=10, t=20)
   ds = dataset_lib.Dataset(states, proprio, actions,
                            {'stats': dataset_lib.compute_stats(states, proprio, actions),
                             'task': 'point', 'num_trajectories': 10, 'trajectory_length': 20,
                             'state_size': 2, 'proprio_size': 2, 'action_size': 2})
+  sizes = dict(proprio_size=env.proprio_size, action_size=env.action_size, num_hist=3,
+               frameskip=5, image_size=16)
   with pytest.raises(ValueError, match='state_size 2, expected 3'):
-    loader_lib.make_loader(ds, env, batch_size=4, num_hist=3, frameskip=5, image_size=16)
+    dataset_lib.check_compatible(ds.meta, 'point', state_size=env.state_size, **sizes)
   env.state_size = 2  # The synthetic data has S = 2.
-  loader = loader_lib.make_loader(ds, env, batch_size=4, num_hist=3, frameskip=5, image_size=16,
-                                  val_fraction=0.2, seed=0)
-  assert loader.train.states.shape[0] == 8 and loader.val.states.shape[0] == 2
-  batch = next(loader_lib.batches(loader, jax.random.key(0)))
+  dataset_lib.check_compatible(ds.meta, 'point', state_size=env.state_size, **sizes)
+  train_ds, val_ds = loader_lib.split(ds, 0.2, seed=0)
+  train, val = loader_lib.to_device(train_ds), loader_lib.to_device(val_ds)
+  assert train.states.shape[0] == 8 and val.states.shape[0] == 2
+  sample = jax.jit(lambda a, k: loader_lib.add_pixels(
+      env, loader_lib.sample_windows(a, k, 4, 3, 5), 16))
+  batch = sample(train, jax.random.key(0))
   assert batch['pixels'].shape == (4, 4, 16, 16, 3) and batch['pixels'].dtype == jnp.uint8
   want = jax.vmap(jax.vmap(lambda s: env.render(s, 16)))(batch['state'])
   np.testing.assert_array_equal(batch['pixels'], jnp.round(jnp.clip(want, 0, 1) * 255))
-  val = list(loader.validation())
-  assert sum(b['pixels'].shape[0] for b in val) == 2 * 2
-  assert set(val[0]) == {'state', 'proprio', 'actions', 'pixels'}
+  val_batches = list(loader_lib.iterate_windows(val, 4, 3, 5, env=env, image_size=16))
+  assert sum(b['pixels'].shape[0] for b in val_batches) == 2 * 2
+  assert set(val_batches[0]) == {'state', 'proprio', 'actions', 'pixels'}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -542,8 +547,8 @@ def test_generate_data_other_tasks(tmp_path, task):
   ds = data_lib.load_dataset(os.path.join(str(tmp_path), 'dataset'), task=task,
                              expected={'num_hist': config.num_hist, 'frameskip': 5})
   env = __import__('wmjax.envs', fromlist=['load']).load(task)
-  loader = data_lib.make_loader(ds, env, batch_size=2, num_hist=config.num_hist, frameskip=5,
-                                image_size=16, val_fraction=0.25)
-  batch = loader.sample(jax.random.key(0))
+  train, _ = data_lib.split(ds, 0.25, seed=0)
+  batch = data_lib.add_pixels(env, data_lib.sample_windows(
+      data_lib.to_device(train), jax.random.key(0), 2, config.num_hist, 5), 16)
   assert batch['pixels'].shape == (2, config.num_hist + 1, 16, 16, 3)
   assert batch['proprio'].shape == (2, config.num_hist + 1, env.proprio_size)

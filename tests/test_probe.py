@@ -11,6 +11,7 @@ from experiments.configs import pusht as pusht_config
 from wmjax import data as data_lib
 from wmjax import models
 from wmjax import training
+from wmjax.training import pretrain as pretrain_lib
 from wmjax.training import probe as probe_lib
 
 PUSHT_NAMES = ('agent_x', 'agent_y', 'block_x', 'block_y', 'block_angle_cos', 'block_angle_sin',
@@ -60,8 +61,8 @@ def test_conv_pretraining_regresses_the_readout_targets(monkeypatch):
     seen.update(kw, images=images)
     return {}, {'final_loss': np.float32(0.0)}
 
-  monkeypatch.setattr(models, 'pretrain_conv_autoencoder', fake_pretrain)
-  monkeypatch.setattr(twm, 'render_frames',
+  monkeypatch.setattr(pretrain_lib, 'pretrain_conv_autoencoder', fake_pretrain)
+  monkeypatch.setattr(pretrain_lib, 'render_frames',
                       lambda env, s, size: np.zeros((len(s), size, size, 3), np.uint8))
   rng = np.random.default_rng(0)
   states = rng.uniform(-np.pi, np.pi, (2, 10, 7)).astype(np.float32)
