@@ -17,27 +17,20 @@ Without --checkpoint the world model is randomly initialised with the `model` se
 task's --variant config (default cpu); timings do not depend on the weights.
 """
 
-import os
-import sys
 import time
 from typing import Any
 
-# Lets `experiments.*` import when this file is run as a script.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
-
-from absl import app  # pylint: disable=g-import-not-at-top
+from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import planners as planners_lib
-from experiments import runtime
 from experiments.configs import common as common_config
 from wmjax import envs
 from wmjax import machine as machine_lib
+from wmjax.experiment import planners as planners_lib
+from wmjax.experiment import runtime
 from wmjax.planning import mpc
 from wmjax.planning import problems
 

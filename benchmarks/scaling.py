@@ -36,11 +36,6 @@ def _force_host_devices(argv: list[str]) -> None:
 if __name__ == '__main__':
   _force_host_devices(sys.argv)
 
-# Lets `experiments.*` import when this file is run as a script.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
-
 import time  # pylint: disable=g-import-not-at-top,g-bad-import-order
 from typing import Any
 
@@ -50,14 +45,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import planners as planners_lib
 from experiments.configs import wall
-from experiments import runtime
 from wmjax import data as data_lib
 from wmjax import envs
 from wmjax import machine as machine_lib
 from wmjax import parallel
 from wmjax import training
+from wmjax.experiment import planners as planners_lib
+from wmjax.experiment import runtime
 from wmjax.planning import mpc
 from wmjax.planning import problems
 

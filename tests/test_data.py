@@ -1,6 +1,6 @@
 """Offline datasets: format, atomic writes, validation, windows, rollouts, generation."""
 
-import importlib.util
+import importlib
 import json
 import os
 import subprocess
@@ -11,12 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments.configs import wall as wall_config
 from wmjax import data as data_lib
 from wmjax import io
 from wmjax.data import dataset as dataset_lib
 from wmjax.data import loader as loader_lib
 from wmjax.envs import base
 from wmjax.envs import execution
+from wmjax.experiment import generate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -177,10 +179,10 @@ def test_crash_mid_write_leaves_nothing_readable(tmp_path, monkeypatch):
   assert not os.listdir(tmp_path)
 
   # A hard crash (process killed just before the rename) leaves a temporary directory.
-  code = ('import os, sys; sys.path.insert(0, sys.argv[2]); '
+  code = ('import os, sys; '  # Run from the checkout: `tests` is a namespace package there.
           'from tests import test_data as t; from wmjax.data import dataset as d; '
           'd.os.rename = lambda *a: os._exit(7); t._write(sys.argv[1])')
-  proc = subprocess.run([sys.executable, '-c', code, path, ROOT], capture_output=True,
+  proc = subprocess.run([sys.executable, '-c', code, path], capture_output=True, cwd=ROOT,
                         text=True, check=False, env=dict(os.environ, JAX_PLATFORMS='cpu'))
   assert proc.returncode == 7, proc.stderr
   (leftover,) = os.listdir(tmp_path)
@@ -457,23 +459,10 @@ def test_collect_fake_env():
 # Configs and the generation binary.
 
 
-def _load_module(rel):
-  """Imports a file of experiments/ once per process (binaries define absl flags)."""
-  if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-  name = 'wmjax_test_' + rel.replace('/', '_')[:-3]
-  if name not in sys.modules:
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, rel))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    sys.modules[name] = mod
-  return sys.modules[name]
-
-
 @pytest.mark.parametrize('task,num_hist,paper_size', [
     ('pusht', 3, (18500, 150)), ('pointmaze', 3, (2000, 100)), ('wall', 1, (1920, 50))])
 def test_configs(task, num_hist, paper_size):
-  mod = _load_module(f'experiments/configs/{task}.py')
+  mod = importlib.import_module(f'experiments.configs.{task}')
   for variant in ('test', 'cpu', 'gpu', 'paper'):
     c = mod.get_config(variant)
     assert c.task == task and c.num_hist == num_hist and c.frameskip == 5
@@ -486,10 +475,9 @@ def test_configs(task, num_hist, paper_size):
 
 
 def test_generate_data_end_to_end(tmp_path, capsys):
-  gen = _load_module('experiments/generate_data.py')
-  config = _load_module('experiments/configs/wall.py').get_config('test')
+  config = wall_config.get_config('test')
   workdir = str(tmp_path / 'run')
-  summary = gen.generate(config, workdir, progress=False)
+  summary = generate.generate(config, workdir, progress=False)
   assert not summary['skipped'] and 0.0 <= summary['door_crossing_fraction'] <= 1.0
   ds = data_lib.load_dataset(os.path.join(workdir, 'dataset'), task='wall',
                              expected={'action_size': 2, 'state_size': 2, 'proprio_size': 2,
@@ -497,21 +485,20 @@ def test_generate_data_end_to_end(tmp_path, capsys):
   assert ds.states.shape == (8, 21, 2) and ds.meta['config']['variant'] == 'test'
   assert os.path.getsize(os.path.join(workdir, 'dataset_preview.png')) > 100
   # Same settings: skipped. Other settings: refused without overwrite.
-  assert gen.generate(config, workdir, progress=False)['skipped']
+  assert generate.generate(config, workdir, progress=False)['skipped']
   assert 'nothing to do' in capsys.readouterr().out
   with config.unlocked():
     config.data.num_trajectories = 6
   with pytest.raises(FileExistsError, match='overwrite'):
-    gen.generate(config, workdir, progress=False)
-  gen.generate(config, workdir, overwrite=True, progress=False, preview=False)
+    generate.generate(config, workdir, progress=False)
+  generate.generate(config, workdir, overwrite=True, progress=False, preview=False)
   assert data_lib.load_dataset(os.path.join(workdir, 'dataset')).num_trajectories == 6
 
 
 def test_interrupted_overwrite_leaves_nothing_behind(tmp_path):
-  gen = _load_module('experiments/generate_data.py')
-  config = _load_module('experiments/configs/wall.py').get_config('test')
+  config = wall_config.get_config('test')
   workdir = str(tmp_path / 'run')
-  gen.generate(config, workdir, progress=False, preview=False)
+  generate.generate(config, workdir, progress=False, preview=False)
   # What `--overwrite` killed mid-write leaves: a temporary dataset of a dead writer.
   proc = subprocess.Popen([sys.executable, '-c', 'pass'])
   proc.wait()
@@ -520,7 +507,7 @@ def test_interrupted_overwrite_leaves_nothing_behind(tmp_path):
   with open(os.path.join(stale, 'arrays.npz'), 'wb') as f:
     f.write(b'\0' * (1 << 20))
   # Even a run with nothing to do removes it (and its lock is gone when it returns).
-  assert gen.generate(config, workdir, progress=False, preview=False)['skipped']
+  assert generate.generate(config, workdir, progress=False, preview=False)['skipped']
   assert sorted(os.listdir(workdir)) == ['dataset']
 
 
@@ -539,9 +526,8 @@ def test_generate_data_cli(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize('task', ['pointmaze', 'pusht'])
 def test_generate_data_other_tasks(tmp_path, task):
-  gen = _load_module('experiments/generate_data.py')
-  config = _load_module(f'experiments/configs/{task}.py').get_config('test')
-  summary = gen.generate(config, str(tmp_path), progress=False)
+  config = importlib.import_module(f'experiments.configs.{task}').get_config('test')
+  summary = generate.generate(config, str(tmp_path), progress=False)
   key = 'cell_coverage' if task == 'pointmaze' else 'contact_step_fraction'
   assert 0.0 < summary[key] <= 1.0
   ds = data_lib.load_dataset(os.path.join(str(tmp_path), 'dataset'), task=task,

@@ -1,6 +1,6 @@
 """One process of a two-process jax.distributed job on localhost; prints one JSON line.
 
-  python tests/parallel/two_process.py PROCESS_ID PORT
+  python -m tests.parallel.two_process PROCESS_ID PORT   # From the checkout.
 
 Run twice (ids 0 and 1, same free PORT) by tests/test_parallel.py, with
 XLA_FLAGS=--xla_force_host_platform_device_count=2 in the environment: a job of 4 CPU devices.
@@ -10,19 +10,15 @@ evaluates 4 planning instances split across the job (`mpc.sharded_evaluate`).
 """
 
 import json
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax
 
-import common  # pylint: disable=g-import-not-at-top
-
-import jax  # pylint: disable=g-import-not-at-top
-
-from experiments import planners
+from tests.parallel import common
 from wmjax import distributed
 from wmjax import parallel
 from wmjax import training
+from wmjax.experiment import planners
 from wmjax.planning import mpc
 from wmjax.planning import problems
 

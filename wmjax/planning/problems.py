@@ -73,8 +73,9 @@ def world_model_problem(
   """Planning through a learned world model (PAPER.md section 3).
 
   Observations are rendered at the model's image size (unless its encoder reads the state) with
-  proprio normalised by the dataset statistics; the cost encodes the current and goal observations with the model's frozen encoder
-  and scores a latent rollout of the actions (`objectives.world_model_cost`).
+  proprio normalised by the dataset statistics; the cost encodes the current and goal
+  observations with the model's frozen encoder and scores a latent rollout of the actions
+  (`objectives.world_model_cost`).
 
   Args:
     env: the real simulator (raw, not frame-skipped).
