@@ -52,7 +52,6 @@ Success (section 5): the L2 norm of (agent xy, block xy) minus the goal's, as on
 import jax
 import jax.numpy as jnp
 import mujoco
-import numpy as np
 from jax import lax
 from mujoco import mjx
 

@@ -23,7 +23,6 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from wmjax import checks
@@ -129,62 +128,6 @@ def finetune_train_config(config: ml_collections.ConfigDict) -> ml_collections.C
   return t
 
 
-def load_pretrained(config, workdir: str, meta: dict[str, Any], target_params):
-  """Full parameters of the base model, checked against this run's task, model and dataset.
-
-  Args:
-    config: run config.
-    workdir: run directory.
-    meta: this run's checkpoint meta (task, model_config, dataset_fingerprint are compared).
-    target_params: abstract full parameters of the configured model (structure, shapes, dtypes).
-
-  Returns:
-    (params, info): params shaped like `target_params`; info names the checkpoint and its step.
-  """
-  f = config.finetune
-  path = f.pretrained or os.path.join(workdir, layout.WORLD_MODEL_DIR)
-  if not os.path.isdir(path):
-    raise FileNotFoundError(
-        f'No pretrained world model at {path}. Train one first:\n  python '
-        f'experiments/train_world_model.py --config experiments/configs/{config.task}.py:'
-        f'{config.variant} --workdir {workdir}\nor set --config.finetune.pretrained=DIR.')
-  ckpt = training.Checkpointer(checkpoint_lib.resolve_checkpoint_dir(path), async_save=False)
-  try:
-    which = f.pretrained_checkpoint
-    if which == 'best' and ckpt.latest_step('best') is None:
-      which = 'latest'
-    try:
-      stored = ckpt.read_meta(which)
-    except training.CorruptCheckpointError as e:
-      raise training.CorruptCheckpointError(
-          f'The pretrained checkpoint is damaged: {e} Choose another one '
-          '(--config.finetune.pretrained_checkpoint) or retrain.') from e
-    if stored is None:
-      raise ValueError(f'No {which} checkpoint in {ckpt.directory}.')
-    where = f'{ckpt.directory} ({which}, step {stored.get("step")})'
-    try:
-      checkpoint_lib.check_meta(stored, meta, where=where)
-    except ValueError as e:
-      raise ValueError(f'The pretrained checkpoint does not match this finetune config. {e}'
-                       ) from None
-    trainable, frozen = training.split_params(target_params)
-    expected = training.TrainState(step=None, params=trainable, frozen=frozen, opt_state=None)
-    checkpoint_lib.check_shapes(stored.get('shapes', {}),
-                                checkpoint_lib.param_shapes(expected), where=where)
-    try:
-      raw, _ = ckpt.restore_raw(which, stored['step'])
-    except training.CorruptCheckpointError as e:
-      raise training.CorruptCheckpointError(
-          f'The pretrained checkpoint is damaged: {e} Choose another one '
-          '(--config.finetune.pretrained_checkpoint) or retrain.') from e
-  finally:
-    ckpt.close()
-  full = {**raw['params'], **raw['frozen']}
-  params = jax.tree.map(lambda t, x: jnp.asarray(x, t.dtype), target_params, full)
-  return params, {'path': os.path.abspath(ckpt.directory), 'which': which,
-                  'step': stored.get('step'), 'val_loss': stored.get('val_loss')}
-
-
 def make_iteration(config, env, model, optimizer, stats, needs_pixels: bool,
                    mesh) -> iterations.Iteration:
   """The configured method's jitted `Iteration` (`wmjax.training.iterations`).
@@ -280,7 +223,7 @@ def _finetune(config, workdir, progress, mesh, accept_changed_settings):
     writer.truncate_after(resumed_from)
   else:
     writer.truncate_after(-1)  # Records of an earlier run without checkpoints.
-    params, base_info = load_pretrained(config, workdir, meta, target_params)
+    params, base_info = layout.load_pretrained(config, workdir, meta, target_params)
     state = make_state(params)
     say(f'Finetuning ({f.method}) the world model at {base_info["path"]} '
         f'({base_info["which"]}, step {base_info["step"]}).')

@@ -13,9 +13,13 @@ Each output directory ends with `done.json` (`wmjax.io.mark_done`).
 import os
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 
 from wmjax import data as data_lib
+from wmjax import training
+from wmjax.training import checkpoint as checkpoint_lib
 
 DATASET_DIR = 'dataset'
 PREVIEW_FILE = 'dataset_preview.png'
@@ -53,7 +57,6 @@ def load_data(config: ml_collections.ConfigDict, workdir: str, env: Any):
 
 def load_model(config: ml_collections.ConfigDict, workdir: str, checkpoint: str | None, env):
   """(model, params, meta) of the checkpoint, checked against the task and action size."""
-  from wmjax import training  # pylint: disable=g-import-not-at-top
   path = checkpoint or os.path.join(workdir, WORLD_MODEL_DIR)
   if not os.path.isdir(path):
     raise FileNotFoundError(
@@ -91,3 +94,60 @@ def load_stats(config, workdir: str, env, meta: dict | None) -> tuple[data_lib.S
     raise FileNotFoundError(f'No dataset at {path}: planning needs the normalisation statistics '
                             'the world model was trained with.')
   return data_lib.nominal_stats(env), 'env nominal (no dataset)'
+
+
+def load_pretrained(config, workdir: str, meta: dict[str, Any], target_params):
+  """Full parameters of the base model finetuning starts from, checked against this run's task,
+  model and dataset.
+
+  Args:
+    config: run config.
+    workdir: run directory.
+    meta: this run's checkpoint meta (task, model_config, dataset_fingerprint are compared).
+    target_params: abstract full parameters of the configured model (structure, shapes, dtypes).
+
+  Returns:
+    (params, info): params shaped like `target_params`; info names the checkpoint and its step.
+  """
+  f = config.finetune
+  path = f.pretrained or os.path.join(workdir, WORLD_MODEL_DIR)
+  if not os.path.isdir(path):
+    raise FileNotFoundError(
+        f'No pretrained world model at {path}. Train one first:\n  python '
+        f'experiments/train_world_model.py --config experiments/configs/{config.task}.py:'
+        f'{config.variant} --workdir {workdir}\nor set --config.finetune.pretrained=DIR.')
+  ckpt = training.Checkpointer(checkpoint_lib.resolve_checkpoint_dir(path), async_save=False)
+  try:
+    which = f.pretrained_checkpoint
+    if which == 'best' and ckpt.latest_step('best') is None:
+      which = 'latest'
+    try:
+      stored = ckpt.read_meta(which)
+    except training.CorruptCheckpointError as e:
+      raise training.CorruptCheckpointError(
+          f'The pretrained checkpoint is damaged: {e} Choose another one '
+          '(--config.finetune.pretrained_checkpoint) or retrain.') from e
+    if stored is None:
+      raise ValueError(f'No {which} checkpoint in {ckpt.directory}.')
+    where = f'{ckpt.directory} ({which}, step {stored.get("step")})'
+    try:
+      checkpoint_lib.check_meta(stored, meta, where=where)
+    except ValueError as e:
+      raise ValueError(f'The pretrained checkpoint does not match this finetune config. {e}'
+                       ) from None
+    trainable, frozen = training.split_params(target_params)
+    expected = training.TrainState(step=None, params=trainable, frozen=frozen, opt_state=None)
+    checkpoint_lib.check_shapes(stored.get('shapes', {}),
+                                checkpoint_lib.param_shapes(expected), where=where)
+    try:
+      raw, _ = ckpt.restore_raw(which, stored['step'])
+    except training.CorruptCheckpointError as e:
+      raise training.CorruptCheckpointError(
+          f'The pretrained checkpoint is damaged: {e} Choose another one '
+          '(--config.finetune.pretrained_checkpoint) or retrain.') from e
+  finally:
+    ckpt.close()
+  full = {**raw['params'], **raw['frozen']}
+  params = jax.tree.map(lambda t, x: jnp.asarray(x, t.dtype), target_params, full)
+  return params, {'path': os.path.abspath(ckpt.directory), 'which': which,
+                  'step': stored.get('step'), 'val_loss': stored.get('val_loss')}
