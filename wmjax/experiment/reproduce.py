@@ -41,6 +41,7 @@ from wmjax.experiment import protocol as protocol_lib
 from wmjax.experiment import reproduce_report
 from wmjax.experiment import train as train_lib
 
+
 def task_config(rc: ml_collections.ConfigDict, task: str) -> ml_collections.ConfigDict:
   """The task's config at the reproduction's variant, with the scale's overrides applied."""
   if task not in envs.ALL_ENVS:
