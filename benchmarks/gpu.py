@@ -45,17 +45,11 @@ import json
 import math
 import os
 import statistics
-import sys
 import time
 import types
 from typing import Any, Callable
 
-# Lets `experiments.*` import when this file is run as a script.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
-
-from absl import app  # pylint: disable=g-import-not-at-top
+from absl import app
 from absl import flags
 from absl import logging
 import jax
@@ -69,6 +63,8 @@ from wmjax import planning
 from wmjax import training
 from wmjax.models import attention as attention_lib
 from wmjax.models import predictor as predictor_lib
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 ROWS = ('forward', 'cem', 'adam', 'train')
 SIZES = ('paper', 'tiny')

@@ -17,28 +17,22 @@ Without --checkpoint the world model is randomly initialised with the `model` se
 task's --variant config (default cpu); timings do not depend on the weights.
 """
 
-import os
-import sys
 import time
 from typing import Any
 
-# Lets `experiments.*` import when this file is run as a script.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
-
-from absl import app  # pylint: disable=g-import-not-at-top
+from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import planners as planners_lib
-from experiments import runtime
 from experiments.configs import common as common_config
 from wmjax import envs
 from wmjax import machine as machine_lib
+from wmjax.experiment import planners as planners_lib
+from wmjax.experiment import runtime
 from wmjax.planning import mpc
+from wmjax.planning import problems
 
 _TASK = flags.DEFINE_string('task', 'wall', 'Task whose world model and problems are used.')
 _VARIANT = flags.DEFINE_enum('variant', 'cpu', common_config.VARIANTS,
@@ -127,8 +121,8 @@ def bench_planner(name, settings, env, model, params, stats, batch, budget, repe
   init, goal = jax.jit(jax.vmap(env.sample_problem))(keys)
 
   def problem(params):
-    return mpc.world_model_problem(env, model, params, stats, objective=proto.objective,
-                                   rollout=proto.rollout)
+    return problems.world_model_problem(env, model, params, stats, objective=proto.objective,
+                                        rollout=proto.rollout)
 
   def plan_batch(params, init, goal, keys):
     pr = problem(params)

@@ -4,7 +4,7 @@ One run times every device count on sub-meshes of the same devices (`wmjax.paral
 fixed global batch and a fixed number of evaluation instances (strong scaling), so the ratios
 against one device are comparable. Training: `parallel.shard_train_step` of the world-model loss
 on a random Wall model (parameters replicated, global batch split). Evaluation: Adam MPC episodes
-(`mpc.evaluate` under `parallel.shard_map_instances`, instances split, model replicated).
+(`mpc.sharded_evaluation`: instances split, model replicated).
 
   python benchmarks/scaling.py                  # 8 forced CPU devices, cpu-variant model sizes
   python benchmarks/scaling.py --quick          # seconds: test-variant model, tiny sizes
@@ -36,11 +36,6 @@ def _force_host_devices(argv: list[str]) -> None:
 if __name__ == '__main__':
   _force_host_devices(sys.argv)
 
-# Lets `experiments.*` import when this file is run as a script.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
-
 import time  # pylint: disable=g-import-not-at-top,g-bad-import-order
 from typing import Any
 
@@ -50,15 +45,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import planners as planners_lib
 from experiments.configs import wall
-from experiments import runtime
 from wmjax import data as data_lib
 from wmjax import envs
 from wmjax import machine as machine_lib
 from wmjax import parallel
 from wmjax import training
+from wmjax.experiment import planners as planners_lib
+from wmjax.experiment import runtime
 from wmjax.planning import mpc
+from wmjax.planning import problems
 
 _DEVICES = flags.DEFINE_integer('devices', 8, 'Most devices to use (forced CPU devices when run '
                                 'as a script on a CPU).')
@@ -119,18 +115,18 @@ def time_training(step, state0, batch, mesh, steps: int) -> tuple[float, float]:
   return compile_s, steps / (time.perf_counter() - t0)
 
 
-def time_evaluation(run, params, problems, mesh) -> tuple[float, float]:
-  """(compile s, episodes/s) of the batched MPC evaluation with instances split over `mesh`."""
-  fn = parallel.shard_map_instances(run, mesh, num_replicated=1)
+def time_evaluation(fn, params, instances, mesh) -> tuple[float, float]:
+  """(compile s, episodes/s) of `fn` (`mpc.sharded_evaluation`: the batched MPC evaluation with
+  instances split over `mesh`)."""
   args = (parallel.replicate(params, mesh),
-          *parallel.shard_batch(problems, mesh, global_batch=True))
+          *parallel.shard_batch(instances, mesh, global_batch=True))
   t0 = time.perf_counter()
   compiled = fn.lower(*args).compile()
   compile_s = time.perf_counter() - t0
   jax.block_until_ready(compiled(*args))  # Warm-up.
   t0 = time.perf_counter()
   jax.block_until_ready(compiled(*args))
-  return compile_s, problems[0].shape[0] / (time.perf_counter() - t0)
+  return compile_s, instances[0].shape[0] / (time.perf_counter() - t0)
 
 
 def run(devices: int, variant: str, batch_size: int, steps: int, instances: int,
@@ -156,20 +152,18 @@ def run(devices: int, variant: str, batch_size: int, steps: int, instances: int,
                                       action_size=int(model.action_dim))
   fs = int(config.frameskip)
 
-  def evaluate(p, init, goal, keys):
-    problem = mpc.world_model_problem(env, model, p, stats, objective='all')
-    return mpc.evaluate(env, planner, problem.observe, problem.make_cost, problem.normalizer,
-                        init, goal, keys, num_replans=budget, execute=1, frameskip=fs)
-
+  make_problem = lambda p: problems.world_model_problem(env, model, p, stats, objective='all')
   init, goal = jax.jit(jax.vmap(env.sample_problem))(
       jax.random.split(jax.random.key(2), instances))
-  problems = (np.asarray(init), np.asarray(goal), jax.random.split(jax.random.key(3), instances))
+  cases = (np.asarray(init), np.asarray(goal), jax.random.split(jax.random.key(3), instances))
 
   rows = []
   for d in counts:
     mesh = parallel.make_mesh(jax.devices()[:d])
     train_compile, steps_per_s = time_training(step, state0, batch, mesh, steps)
-    eval_compile, episodes_per_s = time_evaluation(evaluate, params, problems, mesh)
+    evaluation = mpc.sharded_evaluation(env, planner, make_problem, mesh=mesh,
+                                        num_replans=budget, execute=1, frameskip=fs)
+    eval_compile, episodes_per_s = time_evaluation(evaluation, params, cases, mesh)
     rows.append(dict(devices=d, steps_per_s=steps_per_s, windows_per_s=steps_per_s * batch_size,
                      train_compile_s=train_compile, episodes_per_s=episodes_per_s,
                      eval_compile_s=eval_compile))

@@ -9,7 +9,7 @@ import tomllib
 
 import pytest
 
-from experiments import cli
+from wmjax.experiment import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = {'wmjax-generate-data': 'generate_data', 'wmjax-train': 'train_world_model',

@@ -1,6 +1,6 @@
 """Offline datasets: format, atomic writes, validation, windows, rollouts, generation."""
 
-import importlib.util
+import importlib
 import json
 import os
 import subprocess
@@ -11,11 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments.configs import wall as wall_config
 from wmjax import data as data_lib
 from wmjax import io
 from wmjax.data import dataset as dataset_lib
 from wmjax.data import loader as loader_lib
 from wmjax.envs import base
+from wmjax.envs import execution
+from wmjax.experiment import generate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -176,10 +179,10 @@ def test_crash_mid_write_leaves_nothing_readable(tmp_path, monkeypatch):
   assert not os.listdir(tmp_path)
 
   # A hard crash (process killed just before the rename) leaves a temporary directory.
-  code = ('import os, sys; sys.path.insert(0, sys.argv[2]); '
+  code = ('import os, sys; '  # Run from the checkout: `tests` is a namespace package there.
           'from tests import test_data as t; from wmjax.data import dataset as d; '
           'd.os.rename = lambda *a: os._exit(7); t._write(sys.argv[1])')
-  proc = subprocess.run([sys.executable, '-c', code, path, ROOT], capture_output=True,
+  proc = subprocess.run([sys.executable, '-c', code, path], capture_output=True, cwd=ROOT,
                         text=True, check=False, env=dict(os.environ, JAX_PLATFORMS='cpu'))
   assert proc.returncode == 7, proc.stderr
   (leftover,) = os.listdir(tmp_path)
@@ -323,11 +326,12 @@ def test_window_shapes_and_action_alignment(num_hist, frameskip):
   assert batch['actions'].shape == (16, num_hist, frameskip * 2)
   # state = cumulative sum of raw actions: frame k+1 - frame k = sum of model action k's
   # frameskip raw actions, in order.
-  raw = loader_lib.denormalize_actions(batch['actions'], arrays.stats)
+  normalizer = execution.normalizer_from_stats(arrays.stats)
+  raw = normalizer.denormalize_actions(batch['actions'])
   summed = raw.reshape(16, num_hist, frameskip, 2).sum(axis=2)
   np.testing.assert_allclose(jnp.diff(batch['state'], axis=1), summed, atol=1e-4)
   # proprio is normalised with the dataset's stats (proprio = state + 100 here).
-  np.testing.assert_allclose(loader_lib.denormalize_proprio(batch['proprio'], arrays.stats),
+  np.testing.assert_allclose(normalizer.denormalize_proprio(batch['proprio']),
                              batch['state'] + 100.0, atol=1e-4)
 
 
@@ -336,21 +340,21 @@ def test_window_contents_exact():
   traj, start = jnp.array([4, 0]), jnp.array([7, 0])
   batch = loader_lib.gather_windows(arrays, traj, start, 2, 3)
   np.testing.assert_array_equal(batch['state'][0], arrays.states[4, jnp.array([7, 10, 13])])
-  raw = loader_lib.denormalize_actions(batch['actions'], arrays.stats)
+  raw = execution.normalizer_from_stats(arrays.stats).denormalize_actions(batch['actions'])
   np.testing.assert_allclose(raw[0, 1], arrays.actions[4, 10:13].reshape(-1), atol=1e-5)
   np.testing.assert_allclose(raw[1, 0], arrays.actions[0, 0:3].reshape(-1), atol=1e-5)
 
 
 def test_normalisation():
   arrays = _arrays(n=40, t=20)
-  s = arrays.stats
-  actions = loader_lib.normalize_actions(arrays.actions.reshape(40, 4, 10), s)  # frameskip 5
+  s = execution.normalizer_from_stats(arrays.stats)
+  actions = s.normalize_actions(arrays.actions.reshape(40, 4, 10))  # frameskip 5
   np.testing.assert_allclose(actions.reshape(-1, 2).mean(0), 0.0, atol=1e-4)
   np.testing.assert_allclose(actions.reshape(-1, 2).std(0), 1.0, atol=1e-4)
-  np.testing.assert_allclose(loader_lib.denormalize_actions(actions, s),
+  np.testing.assert_allclose(s.denormalize_actions(actions),
                              arrays.actions.reshape(40, 4, 10), atol=1e-4)
   with pytest.raises(ValueError, match='multiple of the raw action size'):
-    loader_lib.normalize_actions(jnp.zeros((3,)), s)
+    s.normalize_actions(jnp.zeros((3,)))
 
 
 def test_windows_reject_short_trajectories():
@@ -404,26 +408,31 @@ def test_iterate_windows_is_deterministic_and_complete():
   assert sub[0]['state'].shape[0] == 5
 
 
-def test_add_pixels_and_loader():
+def test_add_pixels_split_and_windows():
   env = PointEnv()
   states, proprio, actions = _cumsum_dataset(n=10, t=20)
   ds = dataset_lib.Dataset(states, proprio, actions,
                            {'stats': dataset_lib.compute_stats(states, proprio, actions),
                             'task': 'point', 'num_trajectories': 10, 'trajectory_length': 20,
                             'state_size': 2, 'proprio_size': 2, 'action_size': 2})
+  sizes = dict(proprio_size=env.proprio_size, action_size=env.action_size, num_hist=3,
+               frameskip=5, image_size=16)
   with pytest.raises(ValueError, match='state_size 2, expected 3'):
-    loader_lib.make_loader(ds, env, batch_size=4, num_hist=3, frameskip=5, image_size=16)
+    dataset_lib.check_compatible(ds.meta, 'point', state_size=env.state_size, **sizes)
   env.state_size = 2  # The synthetic data has S = 2.
-  loader = loader_lib.make_loader(ds, env, batch_size=4, num_hist=3, frameskip=5, image_size=16,
-                                  val_fraction=0.2, seed=0)
-  assert loader.train.states.shape[0] == 8 and loader.val.states.shape[0] == 2
-  batch = next(loader_lib.batches(loader, jax.random.key(0)))
+  dataset_lib.check_compatible(ds.meta, 'point', state_size=env.state_size, **sizes)
+  train_ds, val_ds = loader_lib.split(ds, 0.2, seed=0)
+  train, val = loader_lib.to_device(train_ds), loader_lib.to_device(val_ds)
+  assert train.states.shape[0] == 8 and val.states.shape[0] == 2
+  sample = jax.jit(lambda a, k: loader_lib.add_pixels(
+      env, loader_lib.sample_windows(a, k, 4, 3, 5), 16))
+  batch = sample(train, jax.random.key(0))
   assert batch['pixels'].shape == (4, 4, 16, 16, 3) and batch['pixels'].dtype == jnp.uint8
   want = jax.vmap(jax.vmap(lambda s: env.render(s, 16)))(batch['state'])
   np.testing.assert_array_equal(batch['pixels'], jnp.round(jnp.clip(want, 0, 1) * 255))
-  val = list(loader.validation())
-  assert sum(b['pixels'].shape[0] for b in val) == 2 * 2
-  assert set(val[0]) == {'state', 'proprio', 'actions', 'pixels'}
+  val_batches = list(loader_lib.iterate_windows(val, 4, 3, 5, env=env, image_size=16))
+  assert sum(b['pixels'].shape[0] for b in val_batches) == 2 * 2
+  assert set(val_batches[0]) == {'state', 'proprio', 'actions', 'pixels'}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -450,23 +459,10 @@ def test_collect_fake_env():
 # Configs and the generation binary.
 
 
-def _load_module(rel):
-  """Imports a file of experiments/ once per process (binaries define absl flags)."""
-  if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-  name = 'wmjax_test_' + rel.replace('/', '_')[:-3]
-  if name not in sys.modules:
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, rel))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    sys.modules[name] = mod
-  return sys.modules[name]
-
-
 @pytest.mark.parametrize('task,num_hist,paper_size', [
     ('pusht', 3, (18500, 150)), ('pointmaze', 3, (2000, 100)), ('wall', 1, (1920, 50))])
 def test_configs(task, num_hist, paper_size):
-  mod = _load_module(f'experiments/configs/{task}.py')
+  mod = importlib.import_module(f'experiments.configs.{task}')
   for variant in ('test', 'cpu', 'gpu', 'paper'):
     c = mod.get_config(variant)
     assert c.task == task and c.num_hist == num_hist and c.frameskip == 5
@@ -479,10 +475,9 @@ def test_configs(task, num_hist, paper_size):
 
 
 def test_generate_data_end_to_end(tmp_path, capsys):
-  gen = _load_module('experiments/generate_data.py')
-  config = _load_module('experiments/configs/wall.py').get_config('test')
+  config = wall_config.get_config('test')
   workdir = str(tmp_path / 'run')
-  summary = gen.generate(config, workdir, progress=False)
+  summary = generate.generate(config, workdir, progress=False)
   assert not summary['skipped'] and 0.0 <= summary['door_crossing_fraction'] <= 1.0
   ds = data_lib.load_dataset(os.path.join(workdir, 'dataset'), task='wall',
                              expected={'action_size': 2, 'state_size': 2, 'proprio_size': 2,
@@ -490,21 +485,20 @@ def test_generate_data_end_to_end(tmp_path, capsys):
   assert ds.states.shape == (8, 21, 2) and ds.meta['config']['variant'] == 'test'
   assert os.path.getsize(os.path.join(workdir, 'dataset_preview.png')) > 100
   # Same settings: skipped. Other settings: refused without overwrite.
-  assert gen.generate(config, workdir, progress=False)['skipped']
+  assert generate.generate(config, workdir, progress=False)['skipped']
   assert 'nothing to do' in capsys.readouterr().out
   with config.unlocked():
     config.data.num_trajectories = 6
   with pytest.raises(FileExistsError, match='overwrite'):
-    gen.generate(config, workdir, progress=False)
-  gen.generate(config, workdir, overwrite=True, progress=False, preview=False)
+    generate.generate(config, workdir, progress=False)
+  generate.generate(config, workdir, overwrite=True, progress=False, preview=False)
   assert data_lib.load_dataset(os.path.join(workdir, 'dataset')).num_trajectories == 6
 
 
 def test_interrupted_overwrite_leaves_nothing_behind(tmp_path):
-  gen = _load_module('experiments/generate_data.py')
-  config = _load_module('experiments/configs/wall.py').get_config('test')
+  config = wall_config.get_config('test')
   workdir = str(tmp_path / 'run')
-  gen.generate(config, workdir, progress=False, preview=False)
+  generate.generate(config, workdir, progress=False, preview=False)
   # What `--overwrite` killed mid-write leaves: a temporary dataset of a dead writer.
   proc = subprocess.Popen([sys.executable, '-c', 'pass'])
   proc.wait()
@@ -513,7 +507,7 @@ def test_interrupted_overwrite_leaves_nothing_behind(tmp_path):
   with open(os.path.join(stale, 'arrays.npz'), 'wb') as f:
     f.write(b'\0' * (1 << 20))
   # Even a run with nothing to do removes it (and its lock is gone when it returns).
-  assert gen.generate(config, workdir, progress=False, preview=False)['skipped']
+  assert generate.generate(config, workdir, progress=False, preview=False)['skipped']
   assert sorted(os.listdir(workdir)) == ['dataset']
 
 
@@ -532,16 +526,15 @@ def test_generate_data_cli(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize('task', ['pointmaze', 'pusht'])
 def test_generate_data_other_tasks(tmp_path, task):
-  gen = _load_module('experiments/generate_data.py')
-  config = _load_module(f'experiments/configs/{task}.py').get_config('test')
-  summary = gen.generate(config, str(tmp_path), progress=False)
+  config = importlib.import_module(f'experiments.configs.{task}').get_config('test')
+  summary = generate.generate(config, str(tmp_path), progress=False)
   key = 'cell_coverage' if task == 'pointmaze' else 'contact_step_fraction'
   assert 0.0 < summary[key] <= 1.0
   ds = data_lib.load_dataset(os.path.join(str(tmp_path), 'dataset'), task=task,
                              expected={'num_hist': config.num_hist, 'frameskip': 5})
   env = __import__('wmjax.envs', fromlist=['load']).load(task)
-  loader = data_lib.make_loader(ds, env, batch_size=2, num_hist=config.num_hist, frameskip=5,
-                                image_size=16, val_fraction=0.25)
-  batch = loader.sample(jax.random.key(0))
+  train, _ = data_lib.split(ds, 0.25, seed=0)
+  batch = data_lib.add_pixels(env, data_lib.sample_windows(
+      data_lib.to_device(train), jax.random.key(0), 2, config.num_hist, 5), 16)
   assert batch['pixels'].shape == (2, config.num_hist + 1, 16, 16, 3)
   assert batch['proprio'].shape == (2, config.num_hist + 1, env.proprio_size)

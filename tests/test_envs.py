@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from wmjax import envs
-from wmjax.envs import media
 from wmjax.envs import render as rd
 from wmjax.envs import wall
 
@@ -379,20 +378,3 @@ def test_maze_problems_are_in_the_corridors():
   # All seven corridor cells are used.
   cells = {tuple(c) for c in np.floor(np.asarray(starts[:, :2]) + 1.2 - 0.5).astype(int)}
   assert len(cells) == 7
-
-
-# --- Media. --------------------------------------------------------------------------------
-
-
-def test_media_writes_files(tmp_path):
-  frames = np.random.default_rng(0).random((4, 8, 8, 3)).astype(np.float32)
-  png = media.save_png(str(tmp_path / 'a.png'), frames[0])
-  assert (tmp_path / 'a.png').stat().st_size > 0 and png.endswith('.png')
-  gif = media.save_video(str(tmp_path / 'b.gif'), frames, fps=5)
-  assert gif.endswith('.gif') and (tmp_path / 'b.gif').exists()
-  both = media.side_by_side(frames, frames[:2])
-  assert both.shape == (4, 8, 18, 3) and both.dtype == np.uint8
-  with pytest.raises(ValueError):
-    media.save_video(str(tmp_path / 'c.avi'), frames)
-  with pytest.raises(ValueError):
-    media.side_by_side(frames, frames[:, :4])

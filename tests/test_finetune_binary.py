@@ -12,14 +12,16 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import diagnose_gap
-from experiments import finetune
-from experiments import generate_data
-from experiments import train_world_model as twm
 from experiments.configs import wall
 from limits import TIMEOUT_S
 from wmjax import io
 from wmjax import training
+from wmjax.experiment import evaluation as evaluation_lib
+from wmjax.experiment import finetune
+from wmjax.experiment import gap
+from wmjax.experiment import generate
+from wmjax.experiment import layout
+from wmjax.experiment import train as train_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = os.path.join(ROOT, 'experiments', 'finetune.py')
@@ -39,8 +41,8 @@ def base_dir(tmp_path_factory):
   """A workdir with the test dataset and a trained base world model."""
   workdir = str(tmp_path_factory.mktemp('wall_base'))
   c = wall.get_config('test')
-  generate_data.generate(c, workdir, progress=False, preview=False)
-  twm.train_and_evaluate(c, workdir, progress=False)
+  generate.generate(c, workdir, progress=False, preview=False)
+  train_lib.train_and_evaluate(c, workdir, progress=False)
   return workdir
 
 
@@ -56,7 +58,7 @@ def test_finetune_writes_a_loadable_model(tmp_path, base_dir, method):
   summary = finetune.finetune(make_config(method), workdir, progress=False)
   out = os.path.join(workdir, 'finetune_' + method)
   assert summary['steps'] == 12 and summary['pretrained']['step'] is not None
-  evaluation = json.load(open(os.path.join(out, twm.EVAL_FILE)))
+  evaluation = json.load(open(os.path.join(out, layout.EVAL_FILE)))
   assert evaluation['method'] == method and evaluation['step'] == 12
   records = training.read_metrics(out)
   train = [r for r in records if r['split'] == 'train']
@@ -170,11 +172,11 @@ def test_diagnostic_compares_every_model(tmp_path, base_dir):
   workdir = fresh_workdir(tmp_path, base_dir, 'diagnose')
   for method in finetune.METHODS:
     finetune.finetune(make_config(method, steps=4), workdir, progress=False)
-  r = diagnose_gap.diagnose(wall.get_config('test'), workdir, progress=False)
+  r = gap.diagnose(wall.get_config('test'), workdir, progress=False)
   assert list(r['models']) == ['base', 'adversarial', 'online']
   for entry in r['models'].values():
     for what in ('offline', 'own_plans', 'own_plans_executed', 'base_plans'):
-      for mode in diagnose_gap.ROLLOUTS:
+      for mode in evaluation_lib.ROLLOUT_MODES:
         losses = entry[what][mode]['model']['loss']
         assert np.all(np.isfinite(losses)) and len(losses) >= 1
     assert 0.0 <= entry['own_plans_out_of_range'] <= 1.0

@@ -8,6 +8,7 @@ import pytest
 from wmjax import models
 from wmjax.models import conv
 from wmjax.models import predictor as predictor_lib
+from wmjax.training import pretrain
 
 TINY_PREDICTOR = dict(depth=2, num_heads=2, head_dim=8, mlp_dim=32)
 P = 3  # proprio size
@@ -216,7 +217,7 @@ def _dot_images(n, size, seed=0, return_positions=False):
 
 def test_conv_autoencoder_pretraining_lowers_loss():
   wm = _conv_wm()
-  enc, metrics = models.pretrain_conv_autoencoder(
+  enc, metrics = pretrain.pretrain_conv_autoencoder(
       _dot_images(32, 16), CONV, jax.random.key(0), steps=60, batch_size=16, learning_rate=3e-3,
       progress=False)
   assert metrics['loss'].shape == (60,)
@@ -228,7 +229,7 @@ def test_conv_autoencoder_pretraining_lowers_loss():
     other = _conv_wm(conv=dict(token_dim=5))
     other.init(jax.random.key(1), _obs(other, ()), encoder_params=enc)
   with pytest.raises(ValueError, match=r'images must be \(M, 16, 16, 3\)'):
-    models.pretrain_conv_autoencoder(_dot_images(4, 8), CONV, jax.random.key(0), steps=1)
+    pretrain.pretrain_conv_autoencoder(_dot_images(4, 8), CONV, jax.random.key(0), steps=1)
 
 
 def _probe_r2(tokens_fit, y_fit, tokens_test, y_test):
@@ -247,7 +248,7 @@ def test_state_head_makes_tokens_encode_positions():
   imgs, pos = _dot_images(96, 16, seed=3, return_positions=True)
   encoders = {}
   for name, kw in (('with_head', dict(states=pos[:64], state_weight=1.0)), ('without', {})):
-    encoders[name], metrics = models.pretrain_conv_autoencoder(
+    encoders[name], metrics = pretrain.pretrain_conv_autoencoder(
         imgs[:64], CONV, jax.random.key(0), steps=60, batch_size=16, learning_rate=3e-3,
         progress=False, **kw)
     if name == 'with_head':
@@ -263,12 +264,12 @@ def test_state_head_makes_tokens_encode_positions():
   assert np.all(r2['with_head'] > 0.75), r2  # Held-out frames: positions linearly decodable.
   assert np.mean(r2['with_head']) > np.mean(r2['without']), r2
   with pytest.raises(ValueError, match=r'states must be \(M, S\) with M = 64'):
-    models.pretrain_conv_autoencoder(imgs[:64], CONV, jax.random.key(0), steps=1, states=pos)
+    pretrain.pretrain_conv_autoencoder(imgs[:64], CONV, jax.random.key(0), steps=1, states=pos)
 
 
 def test_foreground_weights_mark_the_object():
   img = _dot_images(1, 16)[0].astype(np.float32) / 255
-  w = conv.foreground_weights(jnp.asarray(img), 10.0)
+  w = pretrain.foreground_weights(jnp.asarray(img), 10.0)
   assert w.shape == (16, 16, 1)
   assert int((w > 1).sum()) == 9
 

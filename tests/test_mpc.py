@@ -8,7 +8,9 @@ import pytest
 from wmjax import data as data_lib
 from wmjax import envs
 from wmjax import planning
+from wmjax.envs import execution
 from wmjax.planning import mpc
+from wmjax.planning import problems
 
 FRAMESKIP = 5
 HORIZON = 5
@@ -33,7 +35,7 @@ def _state_observer(env):
 
 
 def _normalizer(env):
-  return mpc.Normalizer(
+  return execution.Normalizer(
       action_mean=env.action_mean, action_std=env.action_std,
       proprio_mean=jnp.zeros(env.proprio_size), proprio_std=jnp.ones(env.proprio_size))
 
@@ -97,12 +99,12 @@ def test_rendered_latent_ceiling_scores_like_the_world_model():
       encoder='conv', image_size=16, proprio_dim=env.proprio_size, action_dim=a, num_hist=1,
       conv=dict(channels=(4, 8), token_dim=6),
       predictor=dict(depth=1, num_heads=2, head_dim=8, mlp_dim=16)))
-  observe = mpc.pixel_observer(env, normalizer, 16)
+  observe = problems.pixel_observer(env, normalizer, 16)
   init, goal = _wall_problems(env, 1)
   params = wm.init(jax.random.key(0), observe(init[0]))
   stats = data_lib.nominal_stats(env)
-  problem = mpc.simulator_problem(env, stats, frameskip=FRAMESKIP, objective='last',
-                                  latent_fn=mpc.rendered_latent_fn(env, wm, params))
+  problem = problems.simulator_problem(env, stats, frameskip=FRAMESKIP, objective='last',
+                                       latent_fn=problems.rendered_latent_fn(env, wm, params))
   cost = problem.make_cost(observe(init[0]), observe(goal[0]))
   actions = jax.random.normal(jax.random.key(1), (HORIZON, a)) * 0.5
   raw = normalizer.raw_actions(actions, FRAMESKIP).reshape(-1, env.action_size)

@@ -1,4 +1,5 @@
-"""Online World Modeling (PAPER.md section 4): planner-induced windows and the replay buffer."""
+"""Online World Modeling (PAPER.md section 4): planner-induced windows (the replay buffer they go
+into: tests/test_replay.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +11,8 @@ from wmjax import envs
 from wmjax import models
 from wmjax import training
 from wmjax.data import policies
-from wmjax.planning import mpc
+from wmjax.data import replay
+from wmjax.envs import execution
 from wmjax.training import online
 
 FS, H, NUM_HIST, M, T = 5, 5, 1, 4, 30
@@ -32,9 +34,10 @@ def setup():
       predictor=dict(TINY_PREDICTOR)))
   obs = {k: jnp.zeros(s.shape, s.dtype) for k, s in model.obs_spec.items()}
   params = jax.jit(lambda k: model.init(k, obs))(jax.random.key(1))
+  planner = online.owm_planner(H, FS * env.action_size, num_steps=20)
   collect = jax.jit(lambda params, arrays, key: online.collect_windows(
-      env, model, params, stats, arrays, key, num_segments=M, goal_horizon=3,
-      num_hist=NUM_HIST, frameskip=FS, planner_horizon=H, num_steps=20))
+      env, model, params, stats, arrays, key, planner=planner, num_segments=M, goal_horizon=3,
+      num_hist=NUM_HIST, frameskip=FS))
   windows, info = collect(params, arrays, jax.random.key(2))
   return dict(env=env, stats=stats, arrays=arrays, model=model, params=params, windows=windows,
               info=info, replay=_replayer(env, stats))
@@ -43,10 +46,11 @@ def setup():
 def _replayer(env, stats):
   """Independent replay, jitted once: (state0 (S,), normalised model actions (K, FS*A)) ->
   ((K+1, S) states, (K+1, P) normalised proprio) at every model step."""
+  normalizer = execution.normalizer_from_stats(stats)
 
   @jax.jit
   def run(state0, actions):
-    raw = data_lib.denormalize_actions(actions, stats).reshape(-1, env.action_size)
+    raw = normalizer.denormalize_actions(actions).reshape(-1, env.action_size)
 
     def step(s, a):
       s = env.step(s, a)
@@ -56,7 +60,7 @@ def _replayer(env, stats):
     _, (svs, props) = jax.lax.scan(step, s0, raw)
     svs = jnp.concatenate([env.state_vector(s0)[None], svs])[::FS]
     props = jnp.concatenate([env.proprio(s0)[None], props])[::FS]
-    return svs, data_lib.normalize_proprio(props, stats)
+    return svs, normalizer.normalize_proprio(props)
 
   return run
 
@@ -111,10 +115,10 @@ def test_windows_use_only_the_true_initial_state(setup):
 
 def test_owm_windows_train_with_the_ordinary_loss(setup):
   model, params, w, arrays = setup['model'], setup['params'], setup['windows'], setup['arrays']
-  buf = online.insert(online.init_buffer(jax.tree.map(lambda x: x[0], w), 64), w)
-  batch = online.mix_batches(
+  buf = replay.insert(replay.init_buffer(jax.tree.map(lambda x: x[0], w), 64), w)
+  batch = replay.mix_batches(
       data_lib.sample_windows(arrays, jax.random.key(3), 4, NUM_HIST, FS),
-      online.sample(buf, jax.random.key(4), 4))
+      replay.sample(buf, jax.random.key(4), 4))
   loss_fn = jax.jit(training.teacher_forcing_loss(model, deterministic=True))
   loss, _ = loss_fn(*training.split_params(params), batch, jax.random.key(0))
   assert np.isfinite(float(loss))
@@ -122,7 +126,8 @@ def test_owm_windows_train_with_the_ordinary_loss(setup):
 
 def test_goal_horizon_and_segment_checks(setup):
   args = tuple(setup[k] for k in ('env', 'model', 'params', 'stats', 'arrays'))
-  kw = dict(num_segments=2, num_hist=NUM_HIST, frameskip=FS, planner_horizon=H, num_steps=2)
+  kw = dict(num_segments=2, num_hist=NUM_HIST, frameskip=FS,
+            planner=online.owm_planner(H, FS * setup['env'].action_size, num_steps=2))
   with pytest.raises(ValueError, match="OWM goal horizon 6 .*longer than the planner's horizon"):
     online.collect_windows(*args, jax.random.key(0), goal_horizon=6, **kw)
   with pytest.raises(ValueError, match='OWM goal horizon 0'):
@@ -156,79 +161,16 @@ def test_trajectory_windows_never_cross_trajectories():
 
 def test_execute_plans_shapes_and_errors():
   env = envs.load('wall')
-  norm = mpc.Normalizer(action_mean=jnp.zeros(2), action_std=jnp.ones(2),
-                        proprio_mean=jnp.ones(2), proprio_std=2 * jnp.ones(2))
+  norm = execution.Normalizer(action_mean=jnp.zeros(2), action_std=jnp.ones(2),
+                              proprio_mean=jnp.ones(2), proprio_std=2 * jnp.ones(2))
   init = jnp.array([[10.0, 30.0], [50.0, 50.0]])  # row 0 passes the door
   plans = jnp.zeros((2, 3, FS * 2)).at[0, :, 0::2].set(1.0)  # instance 0 moves right
-  out = online.execute_plans(env, norm, init, plans, FS)
+  out = execution.execute_plans(env, norm, init, plans, FS)
   assert out['state'].shape == (2, 4, 2) and out['proprio'].shape == (2, 4, 2)
   np.testing.assert_allclose(out['state'][0, :, 0], 10.0 + 2.0 * FS * jnp.arange(4))
   np.testing.assert_allclose(out['state'][1], jnp.broadcast_to(init[1], (4, 2)))
   np.testing.assert_allclose(out['proprio'], (out['state'] - 1.0) / 2.0)  # wall: proprio = xy
   with pytest.raises(ValueError, match='init_states'):
-    online.execute_plans(env, norm, init[:, :1], plans, FS)
+    execution.execute_plans(env, norm, init[:, :1], plans, FS)
   with pytest.raises(ValueError, match='plans'):
-    online.execute_plans(env, norm, init, plans[:, :, :4], FS)
-
-
-def _ids(n, start=0):
-  ids = jnp.arange(start, start + n, dtype=jnp.float32)
-  return {'state': jnp.broadcast_to(ids[:, None, None], (n, 2, 2)),
-          'actions': jnp.broadcast_to(ids[:, None, None], (n, 1, 10))}
-
-
-def test_buffer_wraps_and_overwrites_oldest():
-  example = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), _ids(1))
-  buf = online.init_buffer(example, 5)
-  assert buf.capacity == 5 and int(buf.size) == 0 and int(buf.cursor) == 0
-  ins = jax.jit(online.insert)
-  buf = ins(buf, _ids(3))
-  assert (int(buf.size), int(buf.cursor)) == (3, 3)
-  buf = ins(buf, _ids(4, start=3))  # ids 3..6; 5 and 6 overwrite 0 and 1
-  assert (int(buf.size), int(buf.cursor)) == (5, 2)
-  np.testing.assert_array_equal(buf.data['state'][:, 0, 0], [5, 6, 2, 3, 4])
-  np.testing.assert_array_equal(buf.data['actions'][:, 0, 0], [5, 6, 2, 3, 4])
-  # More than the capacity at once = one at a time: the last C survive.
-  big = online.insert(online.insert(online.init_buffer(example, 5), _ids(2)), _ids(12, start=2))
-  one = online.insert(online.init_buffer(example, 5), _ids(2))
-  for i in range(2, 14):
-    one = ins(one, _ids(1, start=i))
-  np.testing.assert_array_equal(big.data['state'], one.data['state'])
-  assert (int(big.size), int(big.cursor)) == (5, 14 % 5) == (int(one.size), int(one.cursor))
-  assert set(np.asarray(big.data['state'][:, 0, 0]).tolist()) == set(range(9, 14))
-
-
-def test_buffer_samples_only_filled_entries():
-  example = jax.tree.map(lambda x: x[0], _ids(1))
-  buf = online.insert(online.init_buffer(example, 10), _ids(3, start=1))
-  with pytest.raises(ValueError, match='empty'):
-    online.sample(online.init_buffer(example, 10), jax.random.key(0), 4)
-  batch = jax.jit(online.sample, static_argnums=2)(buf, jax.random.key(0), 200)
-  assert batch['state'].shape == (200, 2, 2) and batch['actions'].shape == (200, 1, 10)
-  assert set(np.asarray(batch['state'][:, 0, 0]).tolist()) == {1.0, 2.0, 3.0}
-
-
-def test_buffer_rejects_mismatches():
-  buf = online.init_buffer(jax.tree.map(lambda x: x[0], _ids(1)), 4)
-  with pytest.raises(ValueError, match=r"windows\['state'\] must be \(N, 2, 2\) float32; got "
-                                       r'\(3, 3, 2\)'):
-    online.insert(buf, dict(_ids(3), state=jnp.zeros((3, 3, 2))))
-  with pytest.raises(ValueError, match="keys \\['actions', 'state'\\]; got \\['actions'\\]"):
-    online.insert(buf, {'actions': jnp.zeros((3, 1, 10))})
-  with pytest.raises(ValueError, match='number of windows'):
-    online.insert(buf, dict(_ids(3), actions=jnp.zeros((2, 1, 10))))
-  with pytest.raises(ValueError, match='int32'):
-    online.insert(buf, dict(_ids(3), state=jnp.zeros((3, 2, 2), jnp.int32)))
-  with pytest.raises(ValueError, match='capacity'):
-    online.init_buffer(jax.tree.map(lambda x: x[0], _ids(1)), 0)
-
-
-def test_mix_batches():
-  a, b = _ids(3), _ids(5, start=10)
-  mixed = online.mix_batches(a, b)
-  assert mixed['state'].shape == (8, 2, 2) and mixed['actions'].shape == (8, 1, 10)
-  np.testing.assert_array_equal(mixed['state'][:, 0, 0], [0, 1, 2, 10, 11, 12, 13, 14])
-  with pytest.raises(ValueError, match='same keys'):
-    online.mix_batches(a, dict(b, pixels=jnp.zeros((5, 2, 8, 8, 3), jnp.uint8)))
-  with pytest.raises(ValueError, match="disagree on 'actions'"):
-    online.mix_batches(a, dict(b, actions=jnp.zeros((5, 2, 10))))
+    execution.execute_plans(env, norm, init, plans[:, :, :4], FS)

@@ -1,7 +1,8 @@
 """Data parallelism (wmjax.parallel, wmjax.distributed): sharded == single device, two processes.
 
-The multi-device checks run in subprocesses (tests/parallel/*.py) whose environment asks XLA for
-forced host CPU devices before jax is imported; this process keeps its single CPU device.
+The multi-device checks run in subprocesses (tests/parallel/*.py, run as modules from the
+checkout) whose environment asks XLA for forced host CPU devices before jax is imported; this
+process keeps its single CPU device.
 Tolerances: a sharded step sums the per-device gradient partial sums in another order than one
 device does, and a vmap over fewer instances may vectorise differently, so float32 results agree
 to rounding (observed ~5e-7 relative), not bit for bit.
@@ -22,7 +23,6 @@ from wmjax import distributed
 from wmjax import parallel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = os.path.join(ROOT, 'tests', 'parallel')
 RTOL = 1e-5
 
 
@@ -107,7 +107,7 @@ def test_single_process_initialize_is_a_noop():
 # ------------------------------------------------------------------------- 8 forced devices
 @pytest.fixture(scope='module')
 def sharded():
-  proc = subprocess.run([sys.executable, os.path.join(SCRIPTS, 'sharded_checks.py')],
+  proc = subprocess.run([sys.executable, '-m', 'tests.parallel.sharded_checks'],
                         capture_output=True, text=True, env=child_env(8), cwd=ROOT,
                         timeout=TIMEOUT_S)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
@@ -155,7 +155,7 @@ def test_finetune_steps_on_eight_devices_match_one(sharded, method):
 # ------------------------------------------------------------------------- two processes
 def test_two_process_job_trains_and_agrees():
   port = free_port()
-  procs = [subprocess.Popen([sys.executable, os.path.join(SCRIPTS, 'two_process.py'), str(i),
+  procs = [subprocess.Popen([sys.executable, '-m', 'tests.parallel.two_process', str(i),
                              str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=child_env(2), cwd=ROOT) for i in range(2)]
   outs = []

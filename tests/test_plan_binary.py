@@ -11,10 +11,6 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import generate_data
-from experiments import plan
-from experiments import planners
-from experiments import train_world_model as twm
 from experiments.configs import pointmaze
 from experiments.configs import pusht
 from experiments.configs import wall
@@ -22,6 +18,13 @@ from limits import TIMEOUT_S
 from wmjax import checks
 from wmjax import io
 from wmjax import training
+from wmjax.experiment import generate
+from wmjax.experiment import layout
+from wmjax.experiment import plan
+from wmjax.experiment import plan_report
+from wmjax.experiment import planners
+from wmjax.experiment import protocol
+from wmjax.experiment import train as train_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = os.path.join(ROOT, 'experiments', 'plan.py')
@@ -31,10 +34,10 @@ BINARY = os.path.join(ROOT, 'experiments', 'plan.py')
 def workdir(tmp_path_factory):
   """A Wall workdir with a test dataset and a world model trained for a few steps."""
   wd = str(tmp_path_factory.mktemp('wall_plan'))
-  generate_data.generate(wall.get_config('test'), wd, progress=False, preview=False)
+  generate.generate(wall.get_config('test'), wd, progress=False, preview=False)
   c = wall.get_config('test')
   c.train.update(steps=5, checkpoint_every=5, eval_every=5, log_every=5)
-  twm.train_and_evaluate(c, wd, progress=False)
+  train_lib.train_and_evaluate(c, wd, progress=False)
   return wd
 
 
@@ -92,7 +95,7 @@ def test_plan_in_process(workdir, planner, mode, fields, num_replans, execute):
   assert (r['checkpoint'] is None) == (fields.get('simulator_cost') == 'state')
   assert r['protocol']['simulator_cost'] == (
       fields.get('simulator_cost', 'latent') if fields.get('model') == 'simulator' else None)
-  assert os.path.basename(r['out_dir']) == plan.run_name(make_config(
+  assert os.path.basename(r['out_dir']) == protocol.run_name(make_config(
       planner=planner, mode=mode, **fields))
 
 
@@ -155,10 +158,10 @@ def test_every_config_and_planner_is_valid():
       c = module.get_config(variant)
       for name in planners.PLANNERS:
         c.plan.planner = name
-        for mode in plan.MODES:
+        for mode in protocol.MODES:
           c.plan.mode = mode
-          proto = plan.protocol(c)
-          assert proto['model_actions'] == (c.plan.budget if mode == 'mpc' else c.plan.horizon)
+          proto = protocol.protocol(c)
+          assert proto.model_actions == (c.plan.budget if mode == 'mpc' else c.plan.horizon)
           planners.make_planner(name, c.plan[name], horizon=c.plan.horizon, action_size=10,
                                 open_loop=mode == 'open_loop')
   paper = wall.get_config('paper').plan
@@ -177,9 +180,9 @@ def test_planner_factory_errors():
 
 
 def test_wilson_interval():
-  lo, hi = plan.wilson_interval(0, 4)
+  lo, hi = plan_report.wilson_interval(0, 4)
   assert lo == 0.0 and hi == pytest.approx(0.4899, abs=1e-4)
-  lo, hi = plan.wilson_interval(25, 50)
+  lo, hi = plan_report.wilson_interval(25, 50)
   assert (lo + hi) / 2 == pytest.approx(0.5) and hi - lo == pytest.approx(0.2663, abs=1e-3)
 
 
@@ -257,13 +260,13 @@ def test_outputs_are_atomic_and_report_nonfinite_counts(workdir, capsys):
 
 def test_all_nonfinite_plans_fail_the_run(workdir, tmp_path, monkeypatch):
   wd = copy_workdir(workdir, tmp_path, 'nan_model')
-  load = plan.load_model
+  load = layout.load_model
 
   def nan_model(*args, **kwargs):  # A model whose every prediction is NaN.
     model, params, meta = load(*args, **kwargs)
     return model, jax.tree.map(lambda x: x * np.nan, params), meta
 
-  monkeypatch.setattr(plan, 'load_model', nan_model)
+  monkeypatch.setattr(layout, 'load_model', nan_model)
   with pytest.raises(checks.NonFiniteError, match=r'Every one of the 20 plans had a non-finite '
                      'cost'):
     plan.evaluate(make_config(run_name='nan'), wd, progress=False)

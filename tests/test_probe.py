@@ -6,11 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import train_world_model as twm
 from experiments.configs import pusht as pusht_config
 from wmjax import data as data_lib
 from wmjax import models
 from wmjax import training
+from wmjax.experiment import train as train_lib
+from wmjax.training import pretrain as pretrain_lib
 from wmjax.training import probe as probe_lib
 
 PUSHT_NAMES = ('agent_x', 'agent_y', 'block_x', 'block_y', 'block_angle_cos', 'block_angle_sin',
@@ -60,14 +61,14 @@ def test_conv_pretraining_regresses_the_readout_targets(monkeypatch):
     seen.update(kw, images=images)
     return {}, {'final_loss': np.float32(0.0)}
 
-  monkeypatch.setattr(models, 'pretrain_conv_autoencoder', fake_pretrain)
-  monkeypatch.setattr(twm, 'render_frames',
+  monkeypatch.setattr(pretrain_lib, 'pretrain_conv_autoencoder', fake_pretrain)
+  monkeypatch.setattr(pretrain_lib, 'render_frames',
                       lambda env, s, size: np.zeros((len(s), size, size, 3), np.uint8))
   rng = np.random.default_rng(0)
   states = rng.uniform(-np.pi, np.pi, (2, 10, 7)).astype(np.float32)
   train = data_lib.WindowArrays(states, None, None, None)
   kwargs = {'conv': dict(c.model.conv)}
-  twm.pretrain_encoder(c, None, train, kwargs, progress=False)
+  train_lib.pretrain_encoder(c, None, train, kwargs, progress=False)
   assert seen['states'].shape == (12, 8) and len(seen['images']) == 12
   rows = [np.flatnonzero(np.all(states.reshape(-1, 7)[:, :4] == t[:4], axis=1))[0]
           for t in seen['states']]

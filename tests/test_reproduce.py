@@ -5,9 +5,10 @@ import os
 
 import pytest
 
-from experiments import reproduce
 from experiments.configs import reproduce as reproduce_config
 from wmjax import io
+from wmjax.experiment import reproduce
+from wmjax.experiment import reproduce_report
 
 
 def test_smoke_run_writes_tables_and_continues(tmp_path):
@@ -74,7 +75,7 @@ def test_tables_drop_the_same_problems_column_when_every_row_ran_on_all():
   task = {'task': 'wall', 'variant': 'cpu', 'coverage': {}, 'evaluations': [e],
           'model_error_ratio_vs_no_change': {}, 'gap': None, 'stage_seconds': {'data': 3.0},
           'seeds': {'plan.seed': 0}}
-  md = reproduce.markdown({'scale': 'quick', 'seconds': 60.0, 'machine': {}, 'tasks': [task]})
+  md = reproduce_report.markdown({'scale': 'quick', 'seconds': 60.0, 'machine': {}, 'tasks': [task]})
   assert 'on the same problems' not in md and 'What compares:' in md
   assert 'quick scale' in md and 'not an upper bound' not in md  # No simulator row.
   assert '| base | mpc | 10 [3-30] | 80 / 82 |' not in md  # Published: GD / Adam / CEM.
@@ -152,9 +153,9 @@ GPU_ROWS = ['base/adam_open_loop', 'base/adam_mpc', 'adversarial/adam_open_loop'
 
 
 def test_gpu_scale_runs_the_grid_at_the_papers_budgets():
-  from experiments import finetune as finetune_lib  # pylint: disable=g-import-not-at-top
-  from experiments import plan as plan_lib  # pylint: disable=g-import-not-at-top
-  from experiments import train_world_model as train_lib  # pylint: disable=g-import-not-at-top
+  from wmjax.experiment import finetune as finetune_lib  # pylint: disable=g-import-not-at-top
+  from wmjax.experiment import protocol  # pylint: disable=g-import-not-at-top
+  from wmjax.experiment import train as train_lib  # pylint: disable=g-import-not-at-top
   rc = reproduce_config.get_config('gpu')
   reproduce.check_config(rc)
   assert rc.task_variant == 'gpu' and set(rc.tasks) == {'wall', 'pointmaze', 'pusht'}
@@ -171,12 +172,12 @@ def test_gpu_scale_runs_the_grid_at_the_papers_budgets():
     for row in rows:
       assert row['instances'] is None  # Every row on all 50 problems.
       p = reproduce.row_config(c, row).plan
-      proto = plan_lib.protocol(reproduce.row_config(c, row))
+      proto = protocol.protocol(reproduce.row_config(c, row))
       assert p.num_instances == 50 and p.num_videos == 0
       assert (p.adam.num_steps, p.adam.open_loop_num_steps, p.gd.num_steps) == (100, 300, 1000)
       assert (p.cem.num_samples, p.cem.num_elites) == (300, 30)
       assert p.cem.num_iterations == (30 if task == 'pusht' else 10)
-      assert proto['model_actions'] == (5 if row['mode'] == 'open_loop' else p.budget)
+      assert proto.model_actions == (5 if row['mode'] == 'open_loop' else p.budget)
   # The gpu variant leaves the test, cpu and paper configs as they were.
   from experiments.configs import wall  # pylint: disable=g-import-not-at-top
   assert wall.get_config('cpu').model.conv.channels == (16, 32, 64, 64)

@@ -13,14 +13,16 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import generate_data
-from experiments import train_world_model as twm
 from experiments.configs import wall
 from limits import TIMEOUT_S
 from wmjax import checks
 from wmjax import io
 from wmjax import training
 from wmjax.data import dataset as dataset_lib
+from wmjax.experiment import evaluation as evaluation_lib
+from wmjax.experiment import generate
+from wmjax.experiment import layout
+from wmjax.experiment import train as train_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = os.path.join(ROOT, 'experiments', 'train_world_model.py')
@@ -38,13 +40,13 @@ def make_config(**train):
 @pytest.fixture(scope='module')
 def dataset_dir(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('wall_data'))
-  generate_data.generate(wall.get_config('test'), workdir, progress=False, preview=False)
-  return os.path.join(workdir, generate_data.DATASET_DIR)
+  generate.generate(wall.get_config('test'), workdir, progress=False, preview=False)
+  return os.path.join(workdir, layout.DATASET_DIR)
 
 
 def fresh_workdir(tmp_path, dataset_dir, name):
   workdir = str(tmp_path / name)
-  shutil.copytree(dataset_dir, os.path.join(workdir, twm.DATASET_DIR))
+  shutil.copytree(dataset_dir, os.path.join(workdir, layout.DATASET_DIR))
   return workdir
 
 
@@ -58,7 +60,7 @@ def launch(workdir):
 
 
 def final_state(workdir):
-  ck = training.Checkpointer(os.path.join(workdir, twm.OUT_DIR))
+  ck = training.Checkpointer(os.path.join(workdir, layout.WORLD_MODEL_DIR))
   try:
     state, meta = ck.restore_raw('latest')
   finally:
@@ -69,19 +71,19 @@ def final_state(workdir):
 def test_kill_and_resume_matches_uninterrupted_run(tmp_path, dataset_dir):
   # Uninterrupted reference run, in process.
   ref_dir = fresh_workdir(tmp_path, dataset_dir, 'ref')
-  summary = twm.train_and_evaluate(make_config(), ref_dir, progress=False)
+  summary = train_lib.train_and_evaluate(make_config(), ref_dir, progress=False)
   assert summary['steps'] == 300 and summary['resumed_from'] is None
-  out = os.path.join(ref_dir, twm.OUT_DIR)
+  out = os.path.join(ref_dir, layout.WORLD_MODEL_DIR)
   records = training.read_metrics(out)
   assert {r['split'] for r in records} == {'train', 'val'}
   assert os.listdir(os.path.join(out, 'tensorboard'))
-  evaluation = json.load(open(os.path.join(out, twm.EVAL_FILE)))
+  evaluation = json.load(open(os.path.join(out, layout.EVAL_FILE)))
   assert evaluation['horizon'] == 4  # Test trajectories hold 20 steps = 4 model actions.
   # The linear probe: the identity encoder's visual token is the state, read exactly.
   assert set(evaluation['probe_r2']) == {'x', 'y'} == set(evaluation['probe_r2_with_proprio'])
   assert min(evaluation['probe_r2'].values()) > 0.99
   assert evaluation['probe']['test_frames'] == 21  # The one held-out trajectory's frames.
-  for mode in twm.ROLLOUT_MODES:
+  for mode in evaluation_lib.ROLLOUT_MODES:
     assert len(evaluation['errors'][mode]['model']['loss']) == 4
   assert sorted(os.listdir(os.path.join(out, 'checkpoints'))) == ['280', '300']
   ref_state, ref_meta = final_state(ref_dir)
@@ -89,7 +91,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path, dataset_dir):
 
   # Killed after its first checkpoint, then restarted.
   run_dir = fresh_workdir(tmp_path, dataset_dir, 'run')
-  first = os.path.join(run_dir, twm.OUT_DIR, 'checkpoints', '20')
+  first = os.path.join(run_dir, layout.WORLD_MODEL_DIR, 'checkpoints', '20')
   proc = launch(run_dir)
   deadline = time.time() + TIMEOUT_S
   while not os.path.isdir(first) and proc.poll() is None and time.time() < deadline:
@@ -97,8 +99,8 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path, dataset_dir):
   proc.send_signal(signal.SIGKILL)
   proc.communicate()
   assert proc.returncode == -signal.SIGKILL, 'the run ended before it could be killed'
-  assert not os.path.exists(os.path.join(run_dir, twm.OUT_DIR, twm.EVAL_FILE))
-  ckpts = os.path.join(run_dir, twm.OUT_DIR, 'checkpoints')
+  assert not os.path.exists(os.path.join(run_dir, layout.WORLD_MODEL_DIR, layout.EVAL_FILE))
+  ckpts = os.path.join(run_dir, layout.WORLD_MODEL_DIR, 'checkpoints')
   done = sorted(int(d) for d in os.listdir(ckpts) if d.isdigit())
   assert done and done[-1] < 300
   # What a save killed before its final rename leaves; it must never be restored.
@@ -118,29 +120,29 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path, dataset_dir):
   jax.tree.map(np.testing.assert_array_equal, state['params'], ref_state['params'])
   jax.tree.map(np.testing.assert_array_equal, state['opt_state'], ref_state['opt_state'])
   assert meta['best_val_loss'] == ref_meta['best_val_loss']
-  assert json.load(open(os.path.join(run_dir, twm.OUT_DIR, twm.EVAL_FILE))) == evaluation
-  steps = [r['step'] for r in training.read_metrics(os.path.join(run_dir, twm.OUT_DIR))
+  assert json.load(open(os.path.join(run_dir, layout.WORLD_MODEL_DIR, layout.EVAL_FILE))) == evaluation
+  steps = [r['step'] for r in training.read_metrics(os.path.join(run_dir, layout.WORLD_MODEL_DIR))
            if r['split'] == 'val']
   assert steps == sorted(set(steps))  # Records of the killed run past its checkpoint dropped.
 
 
 def test_missing_and_incompatible_dataset(tmp_path, dataset_dir):
   with pytest.raises(FileNotFoundError, match='generate_data.py'):
-    twm.train_and_evaluate(make_config(), str(tmp_path / 'empty'), progress=False)
+    train_lib.train_and_evaluate(make_config(), str(tmp_path / 'empty'), progress=False)
   workdir = fresh_workdir(tmp_path, dataset_dir, 'other_task')
   from experiments.configs import pointmaze  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match="task 'pointmaze'"):
-    twm.train_and_evaluate(pointmaze.get_config('test'), workdir, progress=False)
+    train_lib.train_and_evaluate(pointmaze.get_config('test'), workdir, progress=False)
 
 
 def test_checkpoint_of_other_model_is_rejected(tmp_path, dataset_dir):
   workdir = fresh_workdir(tmp_path, dataset_dir, 'changed')
-  twm.train_and_evaluate(make_config(steps=2), workdir, progress=False)
+  train_lib.train_and_evaluate(make_config(steps=2), workdir, progress=False)
   c = make_config(steps=4)
   c.model.predictor.mlp_dim = 64
   with pytest.raises(ValueError, match=r'model_kwargs.predictor.mlp_dim: checkpoint has 32, '
                      'expected 64'):
-    twm.train_and_evaluate(c, workdir, progress=False)
+    train_lib.train_and_evaluate(c, workdir, progress=False)
 
 
 @pytest.mark.parametrize('field,value,match', [
@@ -165,14 +167,14 @@ def test_contradictory_config_fails_at_startup(field, value, match):
     node = node[p]
   node[leaf] = value
   with pytest.raises(ValueError, match=match):
-    twm.check_config(c)
+    train_lib.check_config(c)
 
 
 def test_configs_of_every_variant_are_valid():
   from experiments.configs import pointmaze, pusht  # pylint: disable=g-import-not-at-top
   for module in (wall, pusht, pointmaze):
     for variant in ('test', 'cpu', 'gpu'):
-      twm.check_config(module.get_config(variant))
+      train_lib.check_config(module.get_config(variant))
     paper = module.get_config('paper')
     assert paper.model.encoder == 'dinov2_vits14' and paper.image_size == 224
     assert (paper.model.predictor.depth, paper.model.predictor.num_heads,
@@ -186,10 +188,10 @@ def test_conv_encoder_is_pretrained_once_and_kept(tmp_path, dataset_dir, capsys)
   c.model.encoder = 'conv'
   c.model.conv.channels = (4, 4, 4, 4)  # 64 px -> 4 x 4 tokens.
   c.model.conv.token_dim = 4
-  summary = twm.train_and_evaluate(c, workdir, progress=False)
+  summary = train_lib.train_and_evaluate(c, workdir, progress=False)
   assert 'Pretraining the conv encoder' in capsys.readouterr().out
   assert summary['encoder_pretraining']['images'] == 16
-  ck = training.Checkpointer(os.path.join(workdir, twm.OUT_DIR))
+  ck = training.Checkpointer(os.path.join(workdir, layout.WORLD_MODEL_DIR))
   assert ck.steps() == [0, 2]  # Step 0 holds the freshly pretrained encoder.
   s0, meta0 = ck.restore_raw('latest', step=0)
   s2, _ = ck.restore_raw('latest', step=2)
@@ -198,8 +200,8 @@ def test_conv_encoder_is_pretrained_once_and_kept(tmp_path, dataset_dir, capsys)
   jax.tree.map(np.testing.assert_array_equal, s0['frozen'], s2['frozen'])
   c.train.steps = 4
   with pytest.raises(ValueError, match=r'train.steps: checkpoint has 2, this run 4'):
-    twm.train_and_evaluate(c, workdir, progress=False)
-  summary = twm.train_and_evaluate(c, workdir, progress=False, accept_changed_settings=True)
+    train_lib.train_and_evaluate(c, workdir, progress=False)
+  summary = train_lib.train_and_evaluate(c, workdir, progress=False, accept_changed_settings=True)
   out = capsys.readouterr().out
   assert 'Pretraining' not in out and 'train.steps: checkpoint has 2, this run 4' in out
   assert summary['resumed_from'] == 2 and summary['steps'] == 4
@@ -216,7 +218,7 @@ SHORT = dict(steps=40, checkpoint_every=20, eval_every=20, log_every=20, keep=2)
 @pytest.fixture(scope='module')
 def reference(tmp_path_factory, dataset_dir):
   workdir = fresh_workdir(tmp_path_factory.mktemp('reference'), dataset_dir, 'ref')
-  twm.train_and_evaluate(make_config(**SHORT), workdir, progress=False)
+  train_lib.train_and_evaluate(make_config(**SHORT), workdir, progress=False)
   state, meta = final_state(workdir)
   return workdir, state, meta
 
@@ -257,11 +259,11 @@ def damage(step_dir, kind):
 @pytest.mark.parametrize('kind', ['flipped_state', 'deleted_meta', 'truncated_meta'])
 def test_damaged_latest_checkpoint_falls_back_to_intact_one(tmp_path, reference, kind):
   workdir = copy_run(tmp_path, reference, kind)
-  out = os.path.join(workdir, twm.OUT_DIR)
+  out = os.path.join(workdir, layout.WORLD_MODEL_DIR)
   damage(os.path.join(out, 'checkpoints', '40'), kind)
   with pytest.warns(training.CorruptCheckpointWarning,
                     match=r'checkpoints/40/(state|meta).*falling back to step 20'):
-    summary = twm.train_and_evaluate(make_config(**SHORT), workdir, progress=False)
+    summary = train_lib.train_and_evaluate(make_config(**SHORT), workdir, progress=False)
   assert summary['resumed_from'] == 20 and summary['steps'] == 40
   state, meta = final_state(workdir)
   assert meta['step'] == 40
@@ -277,38 +279,38 @@ def test_damaged_latest_checkpoint_falls_back_to_intact_one(tmp_path, reference,
 def test_every_checkpoint_damaged_is_a_clear_error(tmp_path, reference):
   workdir = copy_run(tmp_path, reference, 'all')
   for step in ('20', '40'):
-    damage(os.path.join(workdir, twm.OUT_DIR, 'checkpoints', step), 'flipped_state')
+    damage(os.path.join(workdir, layout.WORLD_MODEL_DIR, 'checkpoints', step), 'flipped_state')
   with pytest.warns(training.CorruptCheckpointWarning):
     with pytest.raises(training.CorruptCheckpointError,
                        match=r'(?s)No intact latest checkpoint.*checkpoints/40.*checkpoints/20'):
-      twm.train_and_evaluate(make_config(**SHORT), workdir, progress=False)
+      train_lib.train_and_evaluate(make_config(**SHORT), workdir, progress=False)
 
 
 def test_damaged_best_is_set_aside_on_resume(tmp_path, reference):
   workdir = copy_run(tmp_path, reference, 'best')
-  out = os.path.join(workdir, twm.OUT_DIR)
+  out = os.path.join(workdir, layout.WORLD_MODEL_DIR)
   (best_step,) = os.listdir(os.path.join(out, 'best'))
   flip_bytes(os.path.join(out, 'best', best_step))
   with pytest.warns(training.CorruptCheckpointWarning, match=f'best/{best_step}/state'):
-    summary = twm.train_and_evaluate(make_config(**SHORT), workdir, progress=False)
+    summary = train_lib.train_and_evaluate(make_config(**SHORT), workdir, progress=False)
   assert summary['resumed_from'] == 40
   assert os.path.isdir(os.path.join(out, 'corrupt', f'best-{best_step}'))
 
 
 def test_resume_with_other_training_settings_is_refused(tmp_path, reference):
   workdir = copy_run(tmp_path, reference, 'settings')
-  out = os.path.join(workdir, twm.OUT_DIR)
+  out = os.path.join(workdir, layout.WORLD_MODEL_DIR)
   before = sorted(os.listdir(os.path.join(out, 'checkpoints')))
   other = make_config(**dict(SHORT, steps=60, predictor_lr=1e-3))
   other.seed = 3
   with pytest.raises(ValueError, match=r'(?s)other training settings.*seed: checkpoint has 0, this '
                      r'run 3.*train.predictor_lr: checkpoint has 0.0005, this run 0.001.*'
                      r'train.steps: checkpoint has 40, this run 60.*--accept_changed_settings'):
-    twm.train_and_evaluate(other, workdir, progress=False)
+    train_lib.train_and_evaluate(other, workdir, progress=False)
   # Nothing changed on disk; the finished run is still marked done.
   assert sorted(os.listdir(os.path.join(out, 'checkpoints'))) == before
   assert io.is_done(out)
-  summary = twm.train_and_evaluate(other, workdir, progress=False, accept_changed_settings=True)
+  summary = train_lib.train_and_evaluate(other, workdir, progress=False, accept_changed_settings=True)
   assert summary['resumed_from'] == 40 and summary['steps'] == 60
   _, meta = final_state(workdir)
   assert meta['config']['seed'] == 3  # Later saves record the settings they were made with.
@@ -327,7 +329,7 @@ def test_second_writer_is_refused_and_stale_lock_taken_over(tmp_path, reference)
     json.dump({'pid': os.getppid(), 'host': socket.gethostname(), 'start_time': None,
                'command': 'train_world_model', 'created': 'earlier'}, f)
   with pytest.raises(io.WorkdirLockedError, match=f'in use by pid {os.getppid()}'):
-    twm.train_and_evaluate(make_config(**SHORT), workdir, progress=False)
+    train_lib.train_and_evaluate(make_config(**SHORT), workdir, progress=False)
   assert os.path.exists(lock)  # Not ours to remove.
   # A dead process's lock is stale: taken over with a warning, released at the end.
   dead = subprocess.Popen([sys.executable, '-c', 'pass'])
@@ -336,7 +338,7 @@ def test_second_writer_is_refused_and_stale_lock_taken_over(tmp_path, reference)
     json.dump({'pid': dead.pid, 'host': socket.gethostname(), 'start_time': None,
                'command': 'train_world_model', 'created': 'earlier'}, f)
   with pytest.warns(UserWarning, match='stale lock'):
-    summary = twm.train_and_evaluate(make_config(**SHORT), workdir, progress=False)
+    summary = train_lib.train_and_evaluate(make_config(**SHORT), workdir, progress=False)
   assert summary['resumed_from'] == 40 and not os.path.exists(lock)
 
 
@@ -346,16 +348,16 @@ def test_nonfinite_training_stops_before_saving(tmp_path, dataset_dir):
   c = make_config(**dict(SHORT, predictor_lr=1e30, encoder_lr=1e30))
   with pytest.raises(checks.NonFiniteError, match=r'Training stopped at step \d+: non-finite loss '
                      r'or gradient.*no checkpoint was saved.*train.predictor_lr'):
-    twm.train_and_evaluate(c, workdir, progress=False)
-  out = os.path.join(workdir, twm.OUT_DIR)
+    train_lib.train_and_evaluate(c, workdir, progress=False)
+  out = os.path.join(workdir, layout.WORLD_MODEL_DIR)
   assert not os.listdir(os.path.join(out, 'checkpoints')) and not os.listdir(
       os.path.join(out, 'best'))
-  assert not io.is_done(out) and not os.path.exists(os.path.join(out, twm.EVAL_FILE))
+  assert not io.is_done(out) and not os.path.exists(os.path.join(out, layout.EVAL_FILE))
 
 
 def test_nonfinite_dataset_is_refused(tmp_path, dataset_dir):
   workdir = fresh_workdir(tmp_path, dataset_dir, 'nan_data')
-  path = os.path.join(workdir, twm.DATASET_DIR)
+  path = os.path.join(workdir, layout.DATASET_DIR)
   arrays_path = os.path.join(path, 'arrays.npz')
   with np.load(arrays_path) as z:
     arrays = {k: z[k] for k in z.files}
@@ -367,18 +369,18 @@ def test_nonfinite_dataset_is_refused(tmp_path, dataset_dir):
   meta['meta_sha256'] = dataset_lib.meta_digest(meta)
   json.dump(meta, open(os.path.join(path, 'meta.json'), 'w'))
   with pytest.raises(ValueError, match=r'states holds 1 non-finite values \(first at trajectory 1'):
-    twm.train_and_evaluate(make_config(**SHORT), workdir, progress=False)
+    train_lib.train_and_evaluate(make_config(**SHORT), workdir, progress=False)
 
 
 def test_fresh_run_sets_stale_best_aside(tmp_path, reference):
   workdir = copy_run(tmp_path, reference, 'stale')
-  out = os.path.join(workdir, twm.OUT_DIR)
+  out = os.path.join(workdir, layout.WORLD_MODEL_DIR)
   (old_best,) = os.listdir(os.path.join(out, 'best'))
   shutil.rmtree(os.path.join(out, 'checkpoints'))  # Retraining from scratch, other seed.
   c = make_config(**dict(SHORT, steps=20))
   c.seed = 5
   with pytest.warns(UserWarning, match=f'best/{old_best} was left by an earlier run'):
-    summary = twm.train_and_evaluate(c, workdir, progress=False)
+    summary = train_lib.train_and_evaluate(c, workdir, progress=False)
   assert summary['resumed_from'] is None
   assert os.path.isdir(os.path.join(out, 'stale', f'best-{old_best}'))
   ck = training.Checkpointer(out)

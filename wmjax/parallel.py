@@ -7,8 +7,9 @@ One code path serves one device, several devices of one process, and several pro
   * training: parameters and optimiser state replicated, the global batch split along its leading
     axis; XLA's SPMD partitioner all-reduces the gradients (`shard_train_step`);
   * evaluation: independent instances (initial states, goals, keys) split across devices with
-    `shard_map`, the env, model and parameters replicated (`shard_map_instances`,
-    `sharded_evaluate`); results are gathered to host arrays on every process.
+    `shard_map`, the env, model and parameters replicated (`shard_map_instances`; MPC
+    evaluations: `wmjax.planning.mpc.sharded_evaluation`); results are gathered to host arrays
+    on every process.
 
 Global arrays across processes are built with `jax.make_array_from_process_local_data`: each
 process passes either its own slice of the batch (`shard_batch`) or, when every process holds
@@ -26,8 +27,6 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec
-
-from wmjax.planning import mpc
 
 DATA_AXIS = 'data'
 
@@ -193,7 +192,7 @@ def shard_map_instances(fn: Callable[..., Any], mesh: Mesh, *, num_replicated: i
   leading instance axis N split along the mesh axis.
 
   Args:
-    fn: a batched function of instances, e.g. a closure over `wmjax.planning.mpc.evaluate`.
+    fn: a batched function of instances (e.g. `wmjax.planning.mpc.sharded_evaluation`'s).
     mesh: a 1-D mesh.
     num_replicated: how many leading arguments are replicated.
 
@@ -232,33 +231,3 @@ def gather(tree: Any) -> Any:
 
   return jax.tree.map(get, tree)
 
-
-def sharded_evaluate(env: Any, planner: Any, observe: mpc.ObserveFn, make_cost: mpc.MakeCostFn,
-                     normalizer: mpc.Normalizer, init_states: jax.Array, goal_states: jax.Array,
-                     keys: jax.Array, *, mesh: Mesh, num_replans: int, execute: int,
-                     frameskip: int) -> mpc.Episode:
-  """`wmjax.planning.mpc.evaluate` with the instances split across the mesh's devices.
-
-  Every process passes the same instances; per-instance results equal the unsharded call's
-  (each instance runs the same program on one device).
-
-  Args:
-    env, planner, observe, make_cost, normalizer: as for `mpc.evaluate` (replicated: closed
-      over as constants).
-    init_states: (N, S) initial state vectors, N divisible by the device count.
-    goal_states: (N, S) goal state vectors.
-    keys: (N,) PRNG keys.
-    mesh: a 1-D mesh.
-    num_replans, execute, frameskip: as for `mpc.evaluate`.
-
-  Returns:
-    An `Episode` of host numpy arrays with leading axis N, on every process. Compiles on every
-    call; for repeated runs jit `shard_map_instances` once.
-  """
-  run = lambda i, g, k: mpc.evaluate(env, planner, observe, make_cost, normalizer, i, g, k,
-                                     num_replans=num_replans, execute=execute,
-                                     frameskip=frameskip)
-  n = init_states.shape[0]
-  check_divisible(n, mesh, 'the number of evaluation instances')
-  args = shard_batch((init_states, goal_states, keys), mesh, global_batch=True)
-  return gather(shard_map_instances(run, mesh, num_replicated=0)(*args))

@@ -211,7 +211,7 @@ def plan_config(variant: str) -> ml_collections.ConfigDict:
   """
   v = _PLAN[check_variant(variant)]
   p = ml_collections.ConfigDict()
-  p.planner = 'adam'        # gd | adam | cem | mppi | gradcem (experiments/planners.py).
+  p.planner = 'adam'        # gd | adam | cem | mppi | gradcem (wmjax.experiment.planners).
   p.model = 'world_model'   # world_model | simulator (the true dynamics: the ceiling of what a
                             # perfect model could give).
   p.simulator_cost = 'latent'  # With model=simulator: latent (the world model's own cost: its

@@ -1,18 +1,14 @@
 """Shared pieces of the subprocess checks: a tiny Wall world model, batches, comparisons.
 
-Imported by the scripts in this folder after they have set XLA_FLAGS (and, for several
-processes, started jax.distributed); importing it starts nothing.
+Imported by the scripts in this folder (run as modules from the checkout, `python -m
+tests.parallel.<script>`) after XLA_FLAGS is set (and, for several processes, jax.distributed
+started); importing it starts nothing.
 """
 
 import hashlib
 import os
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if ROOT not in sys.path:
-  sys.path.insert(0, ROOT)
-
-import jax  # pylint: disable=g-import-not-at-top
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -20,6 +16,8 @@ from experiments.configs import wall
 from wmjax import data as data_lib
 from wmjax import envs
 from wmjax import training
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def use_test_cache() -> None:

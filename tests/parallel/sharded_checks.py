@@ -3,34 +3,33 @@
 Run by tests/test_parallel.py with XLA_FLAGS=--xla_force_host_platform_device_count=8 in the
 environment (set before jax is imported). Checks:
   train_step: 3 steps of `parallel.shard_train_step` vs a plain jit on one device, same batches;
-  binary: experiments/train_world_model.py's functions with a mesh vs without (3 sampled steps,
-    validation loss, open-loop evaluation);
-  evaluate: `parallel.sharded_evaluate` vs `mpc.evaluate` on one device (Adam MPC, CEM open loop);
-  plan: experiments/plan.py's `evaluate` on the 8-device mesh vs a 1-device mesh (simulator);
-  finetune: experiments/finetune.py's AWM and OWM steps on the 8-device mesh vs a 1-device mesh.
+  binary: the training stage's functions (wmjax.training.iterations, wmjax.experiment.evaluation)
+    with a mesh vs without (3 sampled steps, validation loss, open-loop evaluation);
+  evaluate: `mpc.sharded_evaluate` vs `mpc.evaluate` on one device (Adam MPC, CEM open loop);
+  plan: the planning stage's `evaluate` on the 8-device mesh vs a 1-device mesh (simulator);
+  finetune: the finetuning stage's AWM and OWM steps on the 8-device mesh vs a 1-device mesh.
 """
 
 import json
-import os
 import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import common  # pylint: disable=g-import-not-at-top
-
-import jax  # pylint: disable=g-import-not-at-top
+import jax
 import numpy as np
 
-from experiments import finetune as finetune_lib
 from experiments.configs import wall
-from experiments import planners
-from experiments import plan as plan_lib
-from experiments import train_world_model as twm
+from tests.parallel import common
 from wmjax import parallel
 from wmjax import training
+from wmjax.experiment import evaluation
+from wmjax.experiment import finetune as finetune_lib
+from wmjax.experiment import plan as plan_lib
+from wmjax.experiment import planners
+from wmjax.experiment import train as train_lib
+from wmjax.training import iterations
 from wmjax.planning import mpc
+from wmjax.planning import problems
 
 STEPS = 3
 BATCH = 16
@@ -71,13 +70,17 @@ def binary_check(out, mesh, setup):
   root = jax.random.key(int(config.seed))
   results = {}
   for name, m in (('one', None), ('mesh', mesh)):
-    it, eval_batch, rollout_eval = twm.make_functions(model, config, env, optimizer, False, mesh=m)
+    windows = iterations.Windows(env, int(config.num_hist), int(config.frameskip),
+                                 int(config.image_size), False, m)
+    it = iterations.teacher_forcing_iteration(model, optimizer, windows,
+                                              int(config.train.batch_size), train_lib.STREAMS)
+    eval_batch, rollout_eval = evaluation.eval_functions(model, m)
     state, train = (state0, arrays) if m is None else parallel.replicate((state0, arrays), m)
     for _ in range(STEPS):
-      state, _ = it(state, train, root)
-    val = twm.validation_loss(eval_batch, state, arrays, config, env, False)
-    ev = twm.final_evaluation(rollout_eval, training.full_params(state), arrays, config, env,
-                              False)
+      state, _ = it.step(state, train, root)
+    val = evaluation.validation_loss(eval_batch, state, arrays, config, env, False)
+    ev = evaluation.final_evaluation(rollout_eval, training.full_params(state), arrays, config,
+                                     env, False)
     results[name] = (jax.device_get(state.params), val, ev['errors'])
   out['binary_params_rel'] = common.max_rel_diff(results['mesh'][0], results['one'][0])
   out['binary_val_rel'] = common.max_rel_diff(results['mesh'][1], results['one'][1])
@@ -91,7 +94,8 @@ def evaluate_check(out, mesh, setup):
   keys = jax.random.split(jax.random.key(3), n)
   init, goal = jax.jit(jax.vmap(env.sample_problem))(jax.random.split(jax.random.key(4), n))
   stats = common.random_arrays(0).stats
-  problem = mpc.world_model_problem(env, model, params, stats, objective='all')
+  make_problem = lambda p: problems.world_model_problem(env, model, p, stats, objective='all')
+  problem = make_problem(params)
   for name, open_loop, replans, execute in (('adam', False, 2, 1), ('cem', True, 1, 5)):
     planner = planners.make_planner(name, config.plan[name], horizon=5, action_size=10,
                                     open_loop=open_loop)
@@ -99,8 +103,8 @@ def evaluate_check(out, mesh, setup):
     ref = jax.device_get(jax.jit(lambda i, g, k: mpc.evaluate(
         env, planner, problem.observe, problem.make_cost, problem.normalizer, i, g, k, **kw))(
             init, goal, keys))
-    got = parallel.sharded_evaluate(env, planner, problem.observe, problem.make_cost,
-                                    problem.normalizer, init, goal, keys, mesh=mesh, **kw)
+    got = mpc.sharded_evaluate(env, planner, make_problem, params, init, goal, keys, mesh=mesh,
+                               **kw)
     out[f'eval_{name}_type'] = type(got.states).__name__
     out[f'eval_{name}_shape'] = list(got.states.shape)
     out[f'eval_{name}_success_equal'] = bool(np.array_equal(got.success, ref.success))
@@ -136,16 +140,15 @@ def finetune_check(out, mesh, setup):
     optimizer = training.make_optimizer(finetune_lib.finetune_train_config(c))
     results = {}
     for name, m in (('one', parallel.make_mesh(jax.devices()[:1])), ('mesh', mesh)):
-      init_extra, step, collect = finetune_lib.make_train_iteration(
-          c, env, model, optimizer, arrays.stats, False, m)
+      it = finetune_lib.make_iteration(c, env, model, optimizer, arrays.stats, False, m)
       params = training.full_params(state0)
       state = training.create_train_state(params, optimizer,
-                                          extra=init_extra(params, arrays, root))
+                                          extra=it.init_extra(params, arrays, root))
       state, train = parallel.replicate((state, arrays), m)
       for _ in range(STEPS):
-        if collect is not None:
-          state, _ = collect(state, train, root)
-        state, _ = step(state, train, root)
+        if it.collect is not None:
+          state, _ = it.collect(state, train, root)
+        state, _ = it.step(state, train, root)
       results[name] = jax.device_get((state.params, state.extra))
     out[f'finetune_{method}_params_rel'] = common.max_rel_diff(results['mesh'][0],
                                                               results['one'][0])

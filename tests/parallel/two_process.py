@@ -1,29 +1,26 @@
 """One process of a two-process jax.distributed job on localhost; prints one JSON line.
 
-  python tests/parallel/two_process.py PROCESS_ID PORT
+  python -m tests.parallel.two_process PROCESS_ID PORT   # From the checkout.
 
 Run twice (ids 0 and 1, same free PORT) by tests/test_parallel.py, with
 XLA_FLAGS=--xla_force_host_platform_device_count=2 in the environment: a job of 4 CPU devices.
 Each process feeds its own half of every global batch (`shard_batch`), takes 3 data-parallel
 training steps and compares the parameters with a single-device step on the whole batch; then
-evaluates 4 planning instances split across the job (`sharded_evaluate`).
+evaluates 4 planning instances split across the job (`mpc.sharded_evaluate`).
 """
 
 import json
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax
 
-import common  # pylint: disable=g-import-not-at-top
-
-import jax  # pylint: disable=g-import-not-at-top
-
-from experiments import planners
+from tests.parallel import common
 from wmjax import distributed
 from wmjax import parallel
 from wmjax import training
+from wmjax.experiment import planners
 from wmjax.planning import mpc
+from wmjax.planning import problems
 
 NUM_PROCESSES = 2
 STEPS = 3
@@ -60,12 +57,13 @@ def main():
   n = 4
   keys = jax.random.split(jax.random.key(3), n)
   init, goal = jax.jit(jax.vmap(env.sample_problem))(jax.random.split(jax.random.key(4), n))
-  problem = mpc.world_model_problem(env, model, training.full_params(state0),
-                                    common.random_arrays(0).stats)
+  stats = common.random_arrays(0).stats
+  make_problem = lambda p: problems.world_model_problem(env, model, p, stats)
+  params = training.full_params(state0)
+  problem = make_problem(params)
   planner = planners.make_planner('adam', config.plan.adam, horizon=5, action_size=10)
   kw = dict(num_replans=1, execute=1, frameskip=5)
-  ep = parallel.sharded_evaluate(env, planner, problem.observe, problem.make_cost,
-                                 problem.normalizer, init, goal, keys, mesh=mesh, **kw)
+  ep = mpc.sharded_evaluate(env, planner, make_problem, params, init, goal, keys, mesh=mesh, **kw)
   ref_ep = jax.device_get(jax.jit(lambda i, g, k: mpc.evaluate(
       env, planner, problem.observe, problem.make_cost, problem.normalizer, i, g, k, **kw))(
           init, goal, keys))

@@ -1,8 +1,10 @@
 """Offline data: the on-disk dataset format, behaviour rollouts and training windows.
 
-See docs/datasets.md for the format. Behaviour policies live in `wmjax.data.policies`.
+See docs/datasets.md for the format. Behaviour policies live in `wmjax.data.policies`, the
+replay buffer of planner-induced windows (OWM) in `wmjax.data.replay`.
 """
 
+from wmjax.data import replay
 from wmjax.data.collect import collect
 from wmjax.data.collect import rollout
 from wmjax.data.dataset import check_compatible
@@ -19,47 +21,38 @@ from wmjax.data.features import readout_targets
 from wmjax.data.features import state_features
 from wmjax.data.features import StateFeatures
 from wmjax.data.loader import add_pixels
-from wmjax.data.loader import batches
-from wmjax.data.loader import denormalize_actions
-from wmjax.data.loader import denormalize_proprio
 from wmjax.data.loader import gather_windows
 from wmjax.data.loader import iterate_windows
-from wmjax.data.loader import make_loader
-from wmjax.data.loader import normalize_actions
-from wmjax.data.loader import normalize_proprio
 from wmjax.data.loader import sample_windows
 from wmjax.data.loader import split
 from wmjax.data.loader import nominal_stats
 from wmjax.data.loader import Stats
 from wmjax.data.loader import stats_from_meta
-from wmjax.data.loader import steps_per_epoch
 from wmjax.data.loader import to_device
 from wmjax.data.loader import window_index
 from wmjax.data.loader import WindowArrays
-from wmjax.data.loader import WindowLoader
+from wmjax.data.replay import mix_batches
+from wmjax.data.replay import ReplayBuffer
 
 __all__ = [
     'add_pixels',
-    'batches',
     'check_compatible',
     'collect',
     'compute_stats',
     'Dataset',
-    'denormalize_actions',
-    'denormalize_proprio',
     'FORMAT_NAME',
     'FORMAT_VERSION',
     'gather_windows',
     'iterate_windows',
     'load_dataset',
-    'make_loader',
     'matches_generation',
+    'mix_batches',
     'nominal_stats',
-    'normalize_actions',
-    'normalize_proprio',
     'read_meta',
     'readout_names',
     'readout_targets',
+    'replay',
+    'ReplayBuffer',
     'rollout',
     'sample_windows',
     'split',
@@ -67,10 +60,8 @@ __all__ = [
     'StateFeatures',
     'Stats',
     'stats_from_meta',
-    'steps_per_epoch',
     'to_device',
     'window_index',
     'WindowArrays',
-    'WindowLoader',
     'write_dataset',
 ]

@@ -13,14 +13,14 @@ Batches are dictionaries
    'actions': (B, num_hist, frameskip*A) normalised,
    'pixels': (B, num_hist+1, H, W, 3) uint8 (added by `add_pixels`)}.
 Normalisation uses the dataset's statistics (meta.json), action stats tiled over
-frameskip: normalised = (raw - mean) / std.
+frameskip: normalised = (raw - mean) / std (`wmjax.envs.execution.Normalizer`, the one
+normaliser, which also executes normalised plans).
 
 Arrays are put on device once (`to_device`); sampling and rendering happen inside jit.
 """
 
 import functools
-import math
-from typing import Any, Callable, Iterator, Mapping, NamedTuple
+from typing import Any, Iterator, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +28,7 @@ import numpy as np
 
 from wmjax.data import dataset as dataset_lib
 from wmjax.envs import base
+from wmjax.envs import execution
 from wmjax.envs import render as render_lib
 
 Batch = dict[str, jax.Array]
@@ -57,35 +58,6 @@ def nominal_stats(env: base.Env) -> Stats:
   return Stats(jnp.asarray(env.action_mean, jnp.float32), jnp.asarray(env.action_std, jnp.float32),
                zeros(env.proprio_size), ones(env.proprio_size), zeros(env.state_size),
                ones(env.state_size))
-
-
-def _tile(x: jax.Array, width: int) -> jax.Array:
-  if width % x.shape[-1]:
-    raise ValueError(f'Action width {width} is not a multiple of the raw action size '
-                     f'{x.shape[-1]}.')
-  return jnp.tile(x, width // x.shape[-1])
-
-
-def normalize_actions(actions: jax.Array, stats: Stats) -> jax.Array:
-  """Raw -> normalised actions. actions: (..., k*A) (k raw actions concatenated)."""
-  w = actions.shape[-1]
-  return (actions - _tile(stats.action_mean, w)) / _tile(stats.action_std, w)
-
-
-def denormalize_actions(actions: jax.Array, stats: Stats) -> jax.Array:
-  """Normalised -> raw actions. actions: (..., k*A)."""
-  w = actions.shape[-1]
-  return actions * _tile(stats.action_std, w) + _tile(stats.action_mean, w)
-
-
-def normalize_proprio(proprio: jax.Array, stats: Stats) -> jax.Array:
-  """proprio: (..., P) raw -> normalised."""
-  return (proprio - stats.proprio_mean) / stats.proprio_std
-
-
-def denormalize_proprio(proprio: jax.Array, stats: Stats) -> jax.Array:
-  """proprio: (..., P) normalised -> raw."""
-  return proprio * stats.proprio_std + stats.proprio_mean
 
 
 class WindowArrays(NamedTuple):
@@ -179,10 +151,11 @@ def gather_windows(arrays: WindowArrays, traj: jax.Array, start: jax.Array, num_
   raw = arrays.actions[traj[:, None], act_idx]                        # (B, num_hist*fs, A)
   # Section 2: a model action is frameskip raw actions concatenated.
   actions = raw.reshape(b, num_hist, frameskip * raw.shape[-1])
+  normalizer = execution.normalizer_from_stats(arrays.stats)
   return {
       'state': states,
-      'proprio': normalize_proprio(proprio, arrays.stats),
-      'actions': normalize_actions(actions, arrays.stats),
+      'proprio': normalizer.normalize_proprio(proprio),
+      'actions': normalizer.normalize_actions(actions),
   }
 
 
@@ -273,82 +246,3 @@ def iterate_windows(arrays: WindowArrays, batch_size: int, num_hist: int, frames
     yield _gather_jit(arrays, jnp.asarray(traj[i:i + batch_size]),
                       jnp.asarray(start[i:i + batch_size]), num_hist, frameskip, env,
                       image_size)
-
-
-class WindowLoader(NamedTuple):
-  """A dataset bound to an env and window sizes.
-
-  Attributes:
-    train: training trajectories on device.
-    val: validation trajectories on device (None when val_fraction is 0).
-    stats: normalisation statistics (the whole dataset's).
-    meta: the dataset's meta.json.
-    sample: `sample(key) -> batch` of `batch_size` random training windows with pixels
-      (jitted; the arrays are passed as arguments, not baked in as constants).
-    validation: `validation() -> iterator of batches` over the fixed validation windows.
-  """
-
-  train: WindowArrays
-  val: WindowArrays | None
-  stats: Stats
-  meta: dict[str, Any]
-  sample: Callable[[jax.Array], Batch]
-  validation: Callable[[], Iterator[Batch]]
-
-
-def make_loader(ds: dataset_lib.Dataset, env: base.Env, *, batch_size: int, num_hist: int,
-                frameskip: int, image_size: int, val_fraction: float = 0.1, seed: int = 0,
-                val_stride: int | None = None,
-                max_val_windows: int | None = None) -> WindowLoader:
-  """Splits a dataset, puts it on device and binds samplers to it.
-
-  Args:
-    ds: the dataset (checked against the env's sizes).
-    env: the task, for rendering.
-    batch_size: training windows per batch.
-    num_hist, frameskip: window shape.
-    image_size: rendered image side.
-    val_fraction, seed: trajectory split (see `split`).
-    val_stride, max_val_windows: the validation window grid (see `iterate_windows`).
-  """
-  dataset_lib.check_compatible(
-      ds.meta, env.name or None, state_size=env.state_size, proprio_size=env.proprio_size,
-      action_size=env.action_size, num_hist=num_hist, frameskip=frameskip,
-      image_size=image_size)
-  train_ds, val_ds = split(ds, val_fraction, seed)
-  train = to_device(train_ds)
-  val = to_device(val_ds) if val_ds.num_trajectories else None
-
-  @jax.jit
-  def _sample(arrays, key):
-    batch = sample_windows(arrays, key, batch_size, num_hist, frameskip)
-    return add_pixels(env, batch, image_size)
-
-  def validation():
-    if val is None:
-      return iter(())
-    return iterate_windows(val, batch_size, num_hist, frameskip, stride=val_stride,
-                           max_windows=max_val_windows, env=env, image_size=image_size)
-
-  return WindowLoader(train, val, train.stats, ds.meta,
-                      functools.partial(_sample, train), validation)
-
-
-def batches(loader: WindowLoader, key: jax.Array) -> Iterator[Batch]:
-  """Endless stream of training batches from `loader.sample`, one fresh key each."""
-  while True:
-    key, sub = jax.random.split(key)
-    yield loader.sample(sub)
-
-
-def num_windows(meta: Mapping[str, Any], num_hist: int, frameskip: int) -> int:
-  """Distinct (trajectory, start) windows of a dataset (for epoch bookkeeping)."""
-  span = num_hist * frameskip
-  per = meta['trajectory_length'] - span + 1
-  return max(per, 0) * meta['num_trajectories']
-
-
-def steps_per_epoch(meta: Mapping[str, Any], num_hist: int, frameskip: int,
-                    batch_size: int) -> int:
-  """Batches that together see about as many windows as the dataset holds."""
-  return max(1, math.ceil(num_windows(meta, num_hist, frameskip) / batch_size))

@@ -15,8 +15,6 @@ from wmjax.envs.base import Env
 from wmjax.envs.base import State
 from wmjax.envs.wrappers import FrameSkip
 from wmjax.envs.wrappers import PixelObservation
-from wmjax.envs.wrappers import vmap_reset
-from wmjax.envs.wrappers import vmap_step
 from wmjax.envs.wrappers import Wrapper
 
 # `import mujoco.mjx` (by the MJX tasks, Brax) without the Warp lines (see quiet_import).
@@ -55,6 +53,4 @@ __all__ = [
     'State',
     'Wrapper',
     'load',
-    'vmap_reset',
-    'vmap_step',
 ]

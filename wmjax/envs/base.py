@@ -18,7 +18,7 @@ Every task exposes:
 """
 
 import abc
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -122,3 +122,12 @@ class Env(abc.ABC):
     if action.shape != (self.action_size,):
       raise ValueError(
           f'{self.name}: action must have shape ({self.action_size},), got {action.shape}.')
+
+
+class Policy(NamedTuple):
+  """A behaviour policy for ONE instance: `init(key, env_state) -> pstate`,
+  `act(pstate, env_state, key) -> (raw_action (A,), pstate)` (`wmjax.data.policies` has the
+  registry)."""
+
+  init: Callable[[jax.Array, State], Any]
+  act: Callable[[Any, State, jax.Array], tuple[jax.Array, Any]]

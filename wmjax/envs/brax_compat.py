@@ -33,7 +33,8 @@ import jax
 import jax.numpy as jnp
 
 from wmjax.envs import base
-from wmjax.planning import mpc
+from wmjax.envs import execution
+from wmjax.planning import problems
 from wmjax.types import Cost
 
 BraxState = brax_base.State
@@ -288,7 +289,7 @@ class FromBrax(base.Env):
 
 
 def true_dynamics_problem(env: base.Env, step_cost: StepCostFn = negative_reward, *,
-                          frameskip: int = 1) -> mpc.Problem:
+                          frameskip: int = 1) -> problems.Problem:
   """Planning through the env itself: the cost of (H, frameskip*A) actions is the sum of
   `step_cost(state, raw action, goal state)` over the H * frameskip simulated steps.
 
@@ -296,9 +297,9 @@ def true_dynamics_problem(env: base.Env, step_cost: StepCostFn = negative_reward
   gradient planners the env must be differentiable (MJX: see the module docstring).
 
   Returns:
-    A `wmjax.planning.mpc.Problem` for `mpc.evaluate`.
+    A `wmjax.planning.problems.Problem` for `wmjax.planning.mpc.evaluate`.
   """
-  normalizer = mpc.identity_normalizer(env.action_size, env.proprio_size)
+  normalizer = execution.identity_normalizer(env.action_size, env.proprio_size)
 
   def observe(state_vector: jax.Array) -> dict:
     return {'state': state_vector}
@@ -319,4 +320,4 @@ def true_dynamics_problem(env: base.Env, step_cost: StepCostFn = negative_reward
 
     return cost
 
-  return mpc.Problem(observe=observe, make_cost=make_cost, normalizer=normalizer)
+  return problems.Problem(observe=observe, make_cost=make_cost, normalizer=normalizer)

@@ -52,27 +52,29 @@ Success (section 5): the L2 norm of (agent xy, block xy) minus the goal's, as on
 import jax
 import jax.numpy as jnp
 import mujoco
-import numpy as np
 from jax import lax
 from mujoco import mjx
 
 from wmjax.envs import base
+from wmjax.envs import pusht_expert as expert_lib
 from wmjax.envs import render as render_lib
-
-# --- Geometry, px (section 5). ------------------------------------------------------
-WORKSPACE = 512.0      # Side of the square workspace.
-WALL_LOW, WALL_HIGH = 7.0, 504.0  # Inner faces of gym-pusht's walls (segments at 5 / 506, r 2).
-PUSHER_RADIUS = 15.0   # Pusher disk radius.
-BAR_HALF = (60.0, 15.0)    # Crossbar half extents (120 x 30).
-STEM_HALF = (15.0, 45.0)   # Stem half extents (30 x 90).
-# Box centres in the T's local frame (origin: crossbar top-edge midpoint, y down).
-BAR_CENTER = (0.0, 15.0)
-STEM_CENTER = (0.0, 75.0)
-# Centre of rotation in the local frame (gym-pusht: mean of the two boxes' centres).
-PIVOT = (0.0, 45.0)
-# T outline, local frame, clockwise on screen.
-T_VERTICES = np.array([(-60, 0), (60, 0), (60, 30), (15, 30), (15, 120), (-15, 120),
-                       (-15, 30), (-60, 30)], np.float32)
+# The geometry, re-exported: `pusht.WORKSPACE`, `pusht.to_world`, ...
+from wmjax.envs.pusht_geometry import ACTION_SCALE  # pylint: disable=unused-import
+from wmjax.envs.pusht_geometry import BAR_CENTER  # pylint: disable=unused-import
+from wmjax.envs.pusht_geometry import BAR_HALF  # pylint: disable=unused-import
+from wmjax.envs.pusht_geometry import block_sdf  # pylint: disable=unused-import
+from wmjax.envs.pusht_geometry import PIVOT  # pylint: disable=unused-import
+from wmjax.envs.pusht_geometry import pusher_gap  # pylint: disable=unused-import
+from wmjax.envs.pusht_geometry import PUSHER_RADIUS  # pylint: disable=unused-import
+from wmjax.envs.pusht_geometry import STEM_CENTER  # pylint: disable=unused-import
+from wmjax.envs.pusht_geometry import STEM_HALF  # pylint: disable=unused-import
+from wmjax.envs.pusht_geometry import T_VERTICES  # pylint: disable=unused-import
+from wmjax.envs.pusht_geometry import to_local  # pylint: disable=unused-import
+from wmjax.envs.pusht_geometry import to_world  # pylint: disable=unused-import
+from wmjax.envs.pusht_geometry import WALL_HIGH  # pylint: disable=unused-import
+from wmjax.envs.pusht_geometry import WALL_LOW  # pylint: disable=unused-import
+from wmjax.envs.pusht_geometry import WORKSPACE  # pylint: disable=unused-import
+from wmjax.envs.pusht_geometry import wrap_angle  # pylint: disable=unused-import
 
 # --- Evaluation problems (section 5). ---------------------------------------------------
 PROBLEM_STEPS = 25     # Goal: this many env steps along the trajectory (DINO-WM goal_H 5 x 5).
@@ -81,7 +83,6 @@ PROBLEM_WARMUP = 50    # The start lies a uniform 0..50 expert steps into the tr
 # --- Control (section 5). --------------------------------------------------------------
 KP = 100.0             # PD position gain, 1/s^2.
 KV = 20.0              # PD velocity gain, 1/s.
-ACTION_SCALE = 100.0   # Relative target offset per unit action, px.
 SUBSTEPS = 10          # Physics substeps per env step.
 TIMESTEP = 0.01        # Physics substep, s.
 
@@ -160,44 +161,6 @@ def _rot(angle: jax.Array) -> jax.Array:
   """(2, 2) rotation matrix (local -> world)."""
   c, s = jnp.cos(angle), jnp.sin(angle)
   return jnp.array([[c, -s], [s, c]])
-
-
-def wrap_angle(angle: jax.Array) -> jax.Array:
-  """Wraps angles to [-pi, pi)."""
-  return jnp.mod(angle + jnp.pi, 2 * jnp.pi) - jnp.pi
-
-
-def to_local(state_vector: jax.Array, points: jax.Array) -> jax.Array:
-  """World px points (..., 2) -> the T's local frame (origin at the top-edge midpoint)."""
-  c, s = jnp.cos(state_vector[4]), jnp.sin(state_vector[4])
-  d = points - state_vector[2:4]
-  return jnp.stack([c * d[..., 0] + s * d[..., 1], -s * d[..., 0] + c * d[..., 1]], -1)
-
-
-def to_world(state_vector: jax.Array, points: jax.Array) -> jax.Array:
-  """Local-frame px points (..., 2) -> world px."""
-  c, s = jnp.cos(state_vector[4]), jnp.sin(state_vector[4])
-  x, y = points[..., 0], points[..., 1]
-  return state_vector[2:4] + jnp.stack([c * x - s * y, s * x + c * y], -1)
-
-
-def _sdf_box_local(p: jax.Array, center, half) -> jax.Array:
-  qx = jnp.abs(p[..., 0] - center[0]) - half[0]
-  qy = jnp.abs(p[..., 1] - center[1]) - half[1]
-  outside = jnp.sqrt(jnp.maximum(qx, 0.0)**2 + jnp.maximum(qy, 0.0)**2 + 1e-12) - 1e-6
-  return outside + jnp.minimum(jnp.maximum(qx, qy), 0.0)
-
-
-def block_sdf(state_vector: jax.Array, points: jax.Array) -> jax.Array:
-  """Signed distance (px, < 0 inside) from world points (..., 2) to the T block."""
-  p = to_local(state_vector, points)
-  return jnp.minimum(_sdf_box_local(p, BAR_CENTER, BAR_HALF),
-                     _sdf_box_local(p, STEM_CENTER, STEM_HALF))
-
-
-def pusher_gap(state_vector: jax.Array) -> jax.Array:
-  """() px between the pusher's rim and the T (<= ~0 means contact)."""
-  return block_sdf(state_vector, state_vector[:2]) - PUSHER_RADIUS
 
 
 class PushT(base.Env):
@@ -346,9 +309,7 @@ class PushT(base.Env):
     as goal the state 25 env steps further along it (always reachable). The trajectory
     starts at a reset; the start is after a uniform 0-`PROBLEM_WARMUP` expert steps, so
     the pusher is usually already at the block, as mid-trajectory starts are."""
-    # Imported here: wmjax.data.policies imports this module (task geometry).
-    from wmjax.data import policies  # pylint: disable=g-import-not-at-top
-    return _expert_problem(self, policies.pusht_expert(self), key, PROBLEM_STEPS,
+    return _expert_problem(self, expert_lib.pusht_expert(self), key, PROBLEM_STEPS,
                            PROBLEM_WARMUP)
 
   # --- Actions. -----------------------------------------------------------------------

@@ -1,8 +1,7 @@
 """Env wrappers: frame skipping (model actions) and rendered pixel observations.
 
-A wrapper is itself an `Env` for one instance; batching stays `jax.vmap` by the caller
-(`vmap_reset` / `vmap_step` below are two-line conveniences). Attributes a wrapper does
-not define are looked up on the wrapped env.
+A wrapper is itself an `Env` for one instance; batching stays `jax.vmap` by the caller.
+Attributes a wrapper does not define are looked up on the wrapped env.
 """
 
 from typing import Any
@@ -11,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from wmjax.envs import base
+from wmjax.envs import execution
 from wmjax.envs import render as rd
 
 
@@ -105,15 +105,11 @@ class FrameSkip(Wrapper):
     self.dt = self.frameskip * env.dt
 
   def step(self, state: base.State, action: jax.Array) -> base.State:
-    """Runs the n raw actions of `action` (n * A,) with `lax.scan`; final state."""
+    """Runs the n raw actions of `action` (n * A,) in order (`execution.run_raw`); final
+    state."""
     self.check_action(action)
-    raw = action.reshape(self.frameskip, self.raw_action_size)
-
-    def one(s, a):
-      return self.env.step(s, a), None
-
-    state, _ = jax.lax.scan(one, state, raw)
-    return state
+    return execution.run_raw(self.env, state,
+                             action.reshape(self.frameskip, self.raw_action_size))
 
   def _tile(self, x: jax.Array) -> jax.Array:
     return jnp.tile(x, self.frameskip)
@@ -159,12 +155,3 @@ class PixelObservation(Wrapper):
     inner = state.replace(obs={k: v for k, v in state.obs.items() if k != 'pixels'})
     return self._with_pixels(self.env.step(inner, action))
 
-
-def vmap_reset(env: base.Env, keys: jax.Array) -> base.State:
-  """Batched reset: keys (B,) -> State with a leading batch axis."""
-  return jax.vmap(env.reset)(keys)
-
-
-def vmap_step(env: base.Env, states: base.State, actions: jax.Array) -> base.State:
-  """Batched step: states with batch axis B, actions (B, A) -> States."""
-  return jax.vmap(env.step)(states, actions)

@@ -2,7 +2,6 @@
 
 from wmjax.models.attention import frame_causal_attention
 from wmjax.models.conv import ConvAutoencoder
-from wmjax.models.conv import pretrain_conv_autoencoder
 from wmjax.models.dinov2 import Dinov2
 from wmjax.models.dinov2_convert import load_dinov2_weights
 from wmjax.models.dinov2_convert import read_torch_state_dict
@@ -22,6 +21,5 @@ __all__ = [
     'ConvAutoencoder', 'Dinov2', 'ENCODERS', 'IdentityEncoder', 'Latent', 'LatentSpec',
     'Predictor', 'ROLLOUT_MODES', 'WorldModel', 'default_config', 'frame_causal_attention',
     'frame_causal_mask',
-    'load_dinov2_weights', 'make_encoder', 'make_world_model', 'pretrain_conv_autoencoder',
-    'read_torch_state_dict',
+    'load_dinov2_weights', 'make_encoder', 'make_world_model', 'read_torch_state_dict',
 ]

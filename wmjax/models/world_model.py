@@ -264,7 +264,7 @@ class WorldModel:
       obs_example: obs dict (any leading dims) with the encoder's key and 'proprio'; only shapes
         are checked.
       encoder_params: pretrained encoder params to use instead of a random init (e.g. from
-        `pretrain_conv_autoencoder` or `load_dinov2_weights`); for dinov2_vits14, a non-empty
+        `wmjax.training.pretrain_conv_autoencoder` or `load_dinov2_weights`); for dinov2_vits14, a non-empty
         `dinov2.weights` path in the config is loaded when this is None.
     """
     self._check_obs(obs_example)

@@ -20,6 +20,9 @@ constructor arguments. Continuous hyperparameters (noise std, init std, temperat
 learning rate inside an optax transform) are plain JAX data closed over by the functions, never used
 in Python control flow, so a planner may be constructed inside a vmapped or jitted function from
 traced values to sweep them.
+
+The helpers below (size and shape checks, bounds, non-finite guards) are shared by every planner;
+the sampling planners share their whole skeleton in `wmjax.planning.sampling`.
 """
 
 from typing import Any, Callable, NamedTuple, Optional
@@ -84,14 +87,6 @@ def check_optimizer(optimizer: Any) -> None:
     raise ValueError(
         f'optimizer must be an optax.GradientTransformation (e.g. optax.adam(0.2)); got '
         f'{type(optimizer).__name__}.')
-
-
-def check_elites(num_samples: int, num_elites: int) -> None:
-  check_positive_int(num_samples, 'num_samples', 2)
-  check_positive_int(num_elites, 'num_elites', 2)
-  if num_elites > num_samples:
-    raise ValueError(
-        f'num_elites ({num_elites}) must be <= num_samples ({num_samples}).')
 
 
 class Bounds(NamedTuple):
@@ -165,76 +160,3 @@ def all_finite(tree: Any) -> jax.Array:
   """() bool: every leaf of a pytree is finite."""
   leaves = jax.tree.leaves(tree)
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
-
-
-def sampling_init_and_shift(horizon: int, action_size: int, init_std, bounds: Optional[Bounds]):
-  """`init` and `shift` shared by the sampling planners (CEM, MPPI, GradCEM).
-
-  init: mean 0 (or the given (H, A) mean), std = init_std (PAPER.md section 3: mu0 = 0, sigma0 = 1).
-  shift: remaining means move to the front, the tail mean is 0, the std is reset to init_std
-  everywhere (as TD-MPC2 warm-starts MPPI).
-  """
-  shape = (horizon, action_size)
-
-  def init(key: PRNGKey, mean: Optional[jax.Array] = None) -> PlannerState:
-    del key  # Unused: the initial distribution is deterministic.
-    if mean is None:
-      mean = jnp.zeros(shape, jnp.float32)
-    else:
-      check_plan_shape(mean, horizon, action_size, 'mean')
-    mean = project(jnp.asarray(mean, jnp.float32), bounds)
-    return PlannerState(mean=mean, std=jnp.full(shape, init_std, jnp.float32))
-
-  def shift(state: PlannerState, num_executed: int, key: PRNGKey) -> PlannerState:
-    del key  # Unused.
-    n = check_num_executed(num_executed, horizon)
-    mean = project(shift_plan(state.mean, n, jnp.zeros((n, action_size), state.mean.dtype)), bounds)
-    return PlannerState(mean=mean, std=jnp.full(shape, init_std, state.std.dtype))
-
-  return init, shift
-
-
-def sample_around(key: PRNGKey, state: PlannerState, num_samples: int,
-                  bounds: Optional[Bounds], include_mean: bool) -> jax.Array:
-  """(num_samples, H, A) Gaussian samples mean + std * eps, projected onto the bounds."""
-  eps = jax.random.normal(key, (num_samples,) + state.mean.shape)
-  samples = state.mean + state.std * eps
-  if include_mean:
-    samples = samples.at[0].set(state.mean)  # Section 3 (CEM): sample 0 forced to mu.
-  return project(samples, bounds)
-
-
-class SamplingCarry(NamedTuple):
-  """Loop carry of the sampling planners: the distribution and a non-finite counter."""
-
-  state: PlannerState
-  num_nonfinite: jax.Array
-
-
-def rank(samples: jax.Array, costs: jax.Array, num_elites: int):
-  """Elites of a population (non-finite costs rank last).
-
-  Args:
-    samples: (S, H, A).
-    costs: (S,).
-    num_elites: E, static.
-
-  Returns:
-    (elites (E, H, A), elite_costs (E,) ascending with NaN/inf as +inf, number of non-finite costs).
-  """
-  costs, num_nonfinite = finite_costs(costs)
-  neg_costs, idx = jax.lax.top_k(-costs, num_elites)
-  return samples[idx], -neg_costs, num_nonfinite
-
-
-def cem_refit(state: PlannerState, samples: jax.Array, costs: jax.Array, num_elites: int):
-  """One CEM update: mean and (unbiased) std of the elites; unchanged if no cost is finite.
-
-  Returns:
-    (new state, best cost () (+inf if none finite), number of non-finite costs).
-  """
-  elites, elite_costs, num_nonfinite = rank(samples, costs, num_elites)
-  any_finite = jnp.isfinite(elite_costs[0])
-  mean = jnp.where(any_finite, jnp.mean(elites, axis=0), state.mean)
-  std = jnp.where(any_finite, jnp.std(elites, axis=0, ddof=1), state.std)
-  return PlannerState(mean=mean, std=std), elite_costs[0], num_nonfinite

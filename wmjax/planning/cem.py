@@ -10,9 +10,9 @@ distribution is left unchanged for that iteration. Counted in info['num_nonfinit
 """
 
 import jax
-import jax.numpy as jnp
 
 from wmjax.planning import base
+from wmjax.planning import sampling
 from wmjax.types import Cost, PRNGKey
 
 
@@ -42,30 +42,9 @@ def cem(
     A `Planner`; `plan` returns mu and info {'cost': cost(mu), 'cost_history': (num_iterations,)
     best sample cost per iteration, 'num_nonfinite': non-finite sample costs}.
   """
-  base.check_positive_int(horizon, 'horizon')
-  base.check_positive_int(action_size, 'action_size')
-  base.check_elites(num_samples, num_elites)
-  base.check_positive_int(num_iterations, 'num_iterations')
-  bounds = base.make_bounds(action_low, action_high, horizon, action_size)
-  init, shift = base.sampling_init_and_shift(horizon, action_size, init_std, bounds)
+  def update(cost: Cost, state: base.PlannerState, key: PRNGKey, bounds):
+    samples = sampling.sample_around(key, state, num_samples, bounds, include_mean=True)
+    return sampling.cem_refit(state, samples, jax.vmap(cost)(samples), num_elites)
 
-  def plan(cost: Cost, state: base.PlannerState, key: PRNGKey):
-    base.check_plan_shape(state.mean, horizon, action_size, 'state.mean')
-    base.check_cost(cost, horizon, action_size)
-    base.check_plan_shape(state.std, horizon, action_size, 'state.std')
-
-    def step(carry: base.SamplingCarry, key):
-      samples = base.sample_around(key, carry.state, num_samples, bounds, include_mean=True)
-      costs = jax.vmap(cost)(samples)
-      new_state, best, nonfinite = base.cem_refit(carry.state, samples, costs, num_elites)
-      return base.SamplingCarry(new_state, carry.num_nonfinite + nonfinite), best
-
-    with jax.named_scope('plan'):
-      carry = base.SamplingCarry(state, jnp.array(0, jnp.int32))
-      carry, history = jax.lax.scan(step, carry, jax.random.split(key, num_iterations))
-      actions = base.project(carry.state.mean, bounds)
-      info = {'cost': cost(actions), 'cost_history': history,
-              'num_nonfinite': carry.num_nonfinite}
-      return actions, carry.state, info
-
-  return base.Planner(init=init, plan=plan, shift=shift)
+  return sampling.sampling_planner(horizon, action_size, num_samples, num_elites, num_iterations,
+                                   init_std, action_low, action_high, update)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from wmjax.planning import base
+from wmjax.planning import sampling
 from wmjax.types import Cost, PRNGKey
 
 
@@ -52,24 +53,18 @@ def gradcem(
     A `Planner`; `plan` returns mu and info {'cost': cost(mu), 'cost_history': (num_iterations,)
     best refined-sample cost per iteration, 'num_nonfinite'}.
   """
-  base.check_positive_int(horizon, 'horizon')
-  base.check_positive_int(action_size, 'action_size')
-  base.check_elites(num_samples, num_elites)
-  base.check_positive_int(num_iterations, 'num_iterations')
   base.check_positive_int(num_grad_steps, 'num_grad_steps')
   base.check_optimizer(optimizer)
-  bounds = base.make_bounds(action_low, action_high, horizon, action_size)
-  init, shift = base.sampling_init_and_shift(horizon, action_size, init_std, bounds)
 
-  def refine(cost, samples, key):
+  def refine(cost, samples, key, bounds):
     """`num_grad_steps` independent optimiser steps on each of the (S, H, A) samples."""
     value_and_grad = jax.vmap(jax.value_and_grad(cost))
-    update = jax.vmap(optimizer.update)
+    opt_update = jax.vmap(optimizer.update)
 
     def grad_step(carry, key):
       samples, opt_state, skipped = carry
       c, g = value_and_grad(samples)
-      updates, new_opt_state = update(g, opt_state, samples)
+      updates, new_opt_state = opt_update(g, opt_state, samples)
       new = optax.apply_updates(samples, updates)
       new = base.project(new + noise_std * jax.random.normal(key, new.shape), bounds)
       ok = jax.vmap(lambda c, g, a: jnp.isfinite(c) & base.all_finite((g, a)))(c, g, new)
@@ -86,26 +81,14 @@ def gradcem(
         grad_step, carry, jax.random.split(key, num_grad_steps))
     return samples, skipped
 
-  def plan(cost: Cost, state: base.PlannerState, key: PRNGKey):
-    base.check_plan_shape(state.mean, horizon, action_size, 'state.mean')
-    base.check_cost(cost, horizon, action_size)
-    base.check_plan_shape(state.std, horizon, action_size, 'state.std')
+  def update(cost: Cost, state: base.PlannerState, key: PRNGKey, bounds):
+    k_sample, k_refine = jax.random.split(key)
+    samples = sampling.sample_around(k_sample, state, num_samples, bounds, include_mean=True)
+    refined, skipped = refine(cost, samples, k_refine, bounds)
+    # Section 3 (GradCEM): elites are ranked and refitted from the refined samples.
+    new_state, best, nonfinite = sampling.cem_refit(state, refined, jax.vmap(cost)(refined),
+                                                    num_elites)
+    return new_state, best, nonfinite + skipped
 
-    def step(carry: base.SamplingCarry, key):
-      k_sample, k_refine = jax.random.split(key)
-      samples = base.sample_around(k_sample, carry.state, num_samples, bounds, include_mean=True)
-      refined, skipped = refine(cost, samples, k_refine)
-      # Section 3 (GradCEM): elites are ranked and refitted from the refined samples.
-      costs = jax.vmap(cost)(refined)
-      new_state, best, nonfinite = base.cem_refit(carry.state, refined, costs, num_elites)
-      return base.SamplingCarry(new_state, carry.num_nonfinite + nonfinite + skipped), best
-
-    with jax.named_scope('plan'):
-      carry = base.SamplingCarry(state, jnp.array(0, jnp.int32))
-      carry, history = jax.lax.scan(step, carry, jax.random.split(key, num_iterations))
-      actions = base.project(carry.state.mean, bounds)
-      info = {'cost': cost(actions), 'cost_history': history,
-              'num_nonfinite': carry.num_nonfinite}
-      return actions, carry.state, info
-
-  return base.Planner(init=init, plan=plan, shift=shift)
+  return sampling.sampling_planner(horizon, action_size, num_samples, num_elites, num_iterations,
+                                   init_std, action_low, action_high, update)

@@ -8,60 +8,34 @@ render, encode, plan) is one `lax.scan`, so `jax.vmap` over instances and `jax.j
 batch run every episode of an evaluation inside one compiled program, on CPU, GPU or TPU.
 
 The episode knows the planner only through its `Planner` functions and the model only
-through `make_cost(obs, goal_obs) -> Cost`: any differentiable dynamics can be evaluated,
-including the simulator itself (the true-dynamics ceiling). The env is anything with the
-`wmjax.envs.Env` contract (`reset_to`, `step`, `state_vector`, `success`, `distance`); a Brax,
-MuJoCo Playground or MJX env becomes one with `wmjax.envs.brax_compat.FromBrax`, and
-`brax_compat.true_dynamics_problem` plans through it with a per-step cost.
+through `make_cost(obs, goal_obs) -> Cost` (`wmjax.planning.problems` builds them for a world
+model and for the simulator itself, the true-dynamics ceiling): any differentiable dynamics can
+be evaluated. Plans are executed by `wmjax.envs.execution`, the one path from normalised model
+actions to env steps. The env is anything with the `wmjax.envs.Env` contract (`reset_to`,
+`step`, `state_vector`, `success`, `distance`); a Brax, MuJoCo Playground or MJX env becomes one
+with `wmjax.envs.brax_compat.FromBrax`, and `brax_compat.true_dynamics_problem` plans through it
+with a per-step cost. `sharded_evaluation` splits the instances of an evaluation across devices.
 
 Success and distance are checked after every executed model action (every `frameskip` env
 steps), for every planner alike, so planners that execute more actions per replan get no
 extra or fewer chances.
 """
 
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 from flax import struct
+from jax.sharding import Mesh
 
-from wmjax.envs import render as render_lib
+from wmjax import parallel
+from wmjax.envs import execution
 from wmjax.envs.base import Env
-from wmjax.planning import objectives
 from wmjax.planning.base import Planner
-from wmjax.types import Cost, Params
-
-# (state vector (S,)) -> observation pytree given to `make_cost`.
-ObserveFn = Callable[[jax.Array], dict]
-# (obs, goal_obs) -> cost of a normalised model-action sequence (H, frameskip*A).
-MakeCostFn = Callable[[dict, dict], Cost]
-
-
-@struct.dataclass
-class Normalizer:
-  """Dataset statistics mapping normalised model actions / proprio to raw units.
-
-  Attributes:
-    action_mean: (A,) raw action mean.
-    action_std: (A,) raw action std.
-    proprio_mean: (P,) raw proprio mean.
-    proprio_std: (P,) raw proprio std.
-  """
-
-  action_mean: jax.Array
-  action_std: jax.Array
-  proprio_mean: jax.Array
-  proprio_std: jax.Array
-
-  def raw_actions(self, actions: jax.Array, frameskip: int) -> jax.Array:
-    """(H, frameskip*A) normalised model actions -> (H, frameskip, A) raw env actions."""
-    h = actions.shape[0]
-    a = self.action_mean.shape[0]
-    return actions.reshape(h, frameskip, a) * self.action_std + self.action_mean
-
-  def proprio(self, proprio: jax.Array) -> jax.Array:
-    """(P,) raw -> (P,) normalised."""
-    return (proprio - self.proprio_mean) / self.proprio_std
+from wmjax.planning.problems import MakeCostFn
+from wmjax.planning.problems import ObserveFn
+from wmjax.planning.problems import Problem
+from wmjax.types import Params
 
 
 @struct.dataclass
@@ -94,26 +68,12 @@ class Episode:
   plan_nonfinite: jax.Array
 
 
-def pixel_observer(env: Env, normalizer: Normalizer, image_size: int) -> ObserveFn:
-  """Observation as the world model sees it: rendered pixels, normalised proprio, state."""
-
-  def observe(state_vector: jax.Array) -> dict:
-    state = env.reset_to(state_vector)
-    return {
-        'pixels': render_lib.to_uint8(env.render(state_vector, image_size)),
-        'proprio': normalizer.proprio(env.proprio(state)),
-        'state': state_vector,
-    }
-
-  return observe
-
-
 def run_episode(
     env: Env,
     planner: Planner,
     observe: ObserveFn,
     make_cost: MakeCostFn,
-    normalizer: Normalizer,
+    normalizer: execution.Normalizer,
     init_state: jax.Array,
     goal_state: jax.Array,
     key: jax.Array,
@@ -144,10 +104,9 @@ def run_episode(
   key_init, key_loop = jax.random.split(key)
   pstate = planner.init(key_init)
 
-  def step_model_action(state, raw):  # raw: (frameskip, A)
-    state = jax.lax.fori_loop(0, frameskip, lambda i, s: env.step(s, raw[i]), state)
+  def outcome(state):
     sv = env.state_vector(state)
-    return state, (sv, env.success(sv, goal_state), env.distance(sv, goal_state))
+    return sv, env.success(sv, goal_state), env.distance(sv, goal_state)
 
   def replan(carry, key):
     state, pstate = carry
@@ -155,8 +114,8 @@ def run_episode(
     with jax.named_scope('plan'):
       cost = make_cost(observe(env.state_vector(state)), goal_obs)
       actions, pstate, info = planner.plan(cost, pstate, key_plan)
-    raw = normalizer.raw_actions(actions[:execute], frameskip)
-    state, (svs, succ, dist) = jax.lax.scan(step_model_action, state, raw)
+    state, (svs, succ, dist) = execution.execute_plan(
+        env, state, actions[:execute], normalizer, frameskip, outcome)
     pstate = planner.shift(pstate, execute, key_shift)
     nonfinite = jnp.asarray(info.get('num_nonfinite', 0), jnp.int32)
     return (state, pstate), (svs, succ, dist, actions, info['cost'], nonfinite)
@@ -188,7 +147,7 @@ def evaluate(
     planner: Planner,
     observe: ObserveFn,
     make_cost: MakeCostFn,
-    normalizer: Normalizer,
+    normalizer: execution.Normalizer,
     init_states: jax.Array,
     goal_states: jax.Array,
     keys: jax.Array,
@@ -213,179 +172,64 @@ def evaluate(
   return jax.vmap(episode)(init_states, goal_states, keys)
 
 
-class Problem(NamedTuple):
-  """What `evaluate` needs besides the env and the planner: how to observe, what to minimise.
-
-  Attributes:
-    observe: state vector (S,) -> observation pytree.
-    make_cost: (obs, goal_obs) -> cost of (H, frameskip*A) normalised model actions.
-    normalizer: normalised <-> raw units.
-  """
-
-  observe: ObserveFn
-  make_cost: MakeCostFn
-  normalizer: Normalizer
-
-
-def normalizer_from_stats(stats: Any) -> Normalizer:
-  """A `Normalizer` from dataset statistics (e.g. `wmjax.data.Stats`): raw action and proprio
-  means and stds, (A,) and (P,)."""
-  f = lambda x: jnp.asarray(x, jnp.float32)
-  return Normalizer(action_mean=f(stats.action_mean), action_std=f(stats.action_std),
-                    proprio_mean=f(stats.proprio_mean), proprio_std=f(stats.proprio_std))
-
-
-def identity_normalizer(action_size: int, proprio_size: int = 0) -> Normalizer:
-  """A `Normalizer` that leaves raw actions (A,) and proprio (P,) as they are."""
-  return Normalizer(action_mean=jnp.zeros((action_size,)), action_std=jnp.ones((action_size,)),
-                    proprio_mean=jnp.zeros((proprio_size,)),
-                    proprio_std=jnp.ones((proprio_size,)))
-
-
-def action_bounds(env: Env, normalizer: Normalizer, frameskip: int) -> tuple[jax.Array, jax.Array]:
-  """Normalised bounds of valid raw actions, tiled over frameskip: (low, high), each
-  (frameskip*A,). Plans inside them are what the simulator executes unclipped."""
-  low = (env.action_low - normalizer.action_mean) / normalizer.action_std
-  high = (env.action_high - normalizer.action_mean) / normalizer.action_std
-  return jnp.tile(low, frameskip), jnp.tile(high, frameskip)
-
-
-def world_model_problem(
+def sharded_evaluation(
     env: Env,
-    model: Any,
-    params: Params,
-    stats: Any,
+    planner: Planner,
+    make_problem: Callable[[Params], Problem],
     *,
-    objective: str = 'last',
-    alpha=1.0,
-    base=0.5,
-    rollout: str = 'markov',
-) -> Problem:
-  """Planning through a learned world model (PAPER.md section 3).
-
-  Observations are rendered at the model's image size (unless its encoder reads the state) with
-  proprio normalised by the dataset statistics; the cost encodes the current and goal observations with the model's frozen encoder
-  and scores a latent rollout of the actions (`objectives.world_model_cost`).
-
-  Args:
-    env: the real simulator (raw, not frame-skipped).
-    model: a `wmjax.models.WorldModel` (encode, rollout, image_size, action_dim).
-    params: its parameters (pass them as a jit argument, not a constant, for large models).
-    stats: dataset statistics with action/proprio means and stds (e.g. `wmjax.data.Stats`).
-    objective: 'last' | 'all'.
-    alpha: proprio weight of the cost.
-    base: decay of the 'all' weights.
-    rollout: 'markov' | 'history'.
-
-  Returns:
-    A `Problem`.
-  """
-  normalizer = normalizer_from_stats(stats)
-  if model.obs_key == 'pixels':
-    observe = pixel_observer(env, normalizer, int(model.image_size))
-  else:  # A state encoder: nothing to render.
-    def observe(sv: jax.Array) -> dict:
-      return {'state': sv, 'proprio': normalizer.proprio(env.proprio(env.reset_to(sv)))}
-
-  def make_cost(obs: dict, goal_obs: dict) -> Cost:
-    z0 = model.encode(params, obs)
-    z_goal = model.encode(params, goal_obs)
-    return objectives.world_model_cost(
-        model, params, z0, z_goal, mode=objective, alpha=alpha, base=base, rollout=rollout,
-        action_size=int(model.action_dim))
-
-  return Problem(observe=observe, make_cost=make_cost, normalizer=normalizer)
-
-
-def simulator_problem(
-    env: Env,
-    stats: Any,
-    *,
+    mesh: Mesh,
+    num_replans: int,
+    execute: int,
     frameskip: int,
-    objective: str = 'last',
-    alpha=1.0,
-    base=0.5,
-    cost_env: Optional[Env] = None,
-    latent_fn: Optional[Callable[[jax.Array, jax.Array], Any]] = None,
-) -> Problem:
-  """Planning with the true dynamics as the model: the ceiling a perfect model could reach.
-
-  The cost simulates the actions in `cost_env` (default `env`) and applies the same objective as
-  the latent cost to a "latent" of every simulated state: `latent_fn` (e.g.
-  `rendered_latent_fn`: a world model's encoder on the rendered frame, so the cost is exactly the
-  one planning through that model minimises, with a perfect predictor), by default
-  {'visual': (1, S) state z-scored by the dataset, 'proprio': (P,) normalised proprio}.
-  Gradients through contacts can be zero or non-finite; the planners skip non-finite steps
-  (PAPER.md section 9: wall contact gives zero gradient).
+) -> Callable[..., Episode]:
+  """`evaluate` as one jitted function with the instances split across the mesh's devices.
 
   Args:
-    env: the real simulator.
-    stats: dataset statistics with action, proprio and state means and stds.
-    frameskip: raw env steps per model action.
-    objective: 'last' | 'all'.
-    alpha: proprio weight.
-    base: decay of the 'all' weights.
-    cost_env: the simulator used inside the cost (e.g. a copy whose solver `jax.grad` can
-      differentiate); defaults to `env`.
-    latent_fn: (state vector (S,), normalised proprio (P,)) -> latent pytree; default the
-      z-scored state (above).
+    env, planner: as for `evaluate` (closed over: the same on every device).
+    make_problem: params -> `Problem`, called inside the jitted function, so the parameters
+      stay an argument (replicated) rather than constants of the program.
+    mesh: a 1-D mesh (`wmjax.parallel.make_mesh`).
+    num_replans, execute, frameskip: as for `evaluate`.
 
   Returns:
-    A `Problem`.
+    `fn(params, init_states (N, S), goal_states (N, S), keys (N,)) -> Episode`, jitted
+    (`fn.lower(...).compile()` times compilation apart). Pass params through
+    `parallel.replicate` and the instances through `parallel.shard_batch` (or host arrays in
+    one process); the outputs are split along the instances (`parallel.gather` them).
   """
-  if objective not in objectives.MODES:
-    raise ValueError(f'Unknown objective mode {objective!r}; choose one of {objectives.MODES}.')
-  normalizer = normalizer_from_stats(stats)
-  sim = env if cost_env is None else cost_env
-  state_mean = jnp.asarray(stats.state_mean, jnp.float32)
-  state_std = jnp.asarray(stats.state_std, jnp.float32)
 
-  def latent(state) -> Any:
-    sv, proprio = sim.state_vector(state), normalizer.proprio(sim.proprio(state))
-    if latent_fn is not None:
-      return latent_fn(sv, proprio)
-    return {'visual': ((sv - state_mean) / state_std)[None], 'proprio': proprio}
+  def run(params, init_states, goal_states, keys):
+    problem = make_problem(params)
+    return evaluate(env, planner, problem.observe, problem.make_cost, problem.normalizer,
+                    init_states, goal_states, keys, num_replans=num_replans, execute=execute,
+                    frameskip=frameskip)
 
-  def observe(state_vector: jax.Array) -> dict:
-    return {'state': state_vector}
-
-  def make_cost(obs: dict, goal_obs: dict) -> Cost:
-    start = sim.reset_to(obs['state'])
-    z_goal = latent(sim.reset_to(goal_obs['state']))
-
-    def cost(actions: jax.Array) -> jax.Array:
-      raw = normalizer.raw_actions(actions, frameskip)  # (H, frameskip, A)
-
-      def model_action(state, raw_fs):
-        state = jax.lax.fori_loop(0, frameskip, lambda i, s: sim.step(s, raw_fs[i]), state)
-        return state, latent(state)
-
-      _, zs = jax.lax.scan(model_action, start, raw)
-      traj = jax.tree.map(lambda x0, x: jnp.concatenate([x0[None], x]), latent(start), zs)
-      return objectives.trajectory_cost(traj, z_goal, mode=objective, alpha=alpha, base=base)
-
-    return cost
-
-  return Problem(observe=observe, make_cost=make_cost, normalizer=normalizer)
+  return parallel.shard_map_instances(run, mesh, num_replicated=1)
 
 
-def rendered_latent_fn(env: Env, model: Any, params: Params
-                       ) -> Callable[[jax.Array, jax.Array], Any]:
-  """A world model's latent of a simulated state, for `simulator_problem(latent_fn=...)`.
+def sharded_evaluate(env: Env, planner: Planner, make_problem: Callable[[Params], Problem],
+                     params: Params, init_states: jax.Array, goal_states: jax.Array,
+                     keys: jax.Array, *, mesh: Mesh, num_replans: int, execute: int,
+                     frameskip: int) -> Episode:
+  """Runs `sharded_evaluation` once on host inputs and gathers the episodes.
 
-  The state is rendered at the model's image size and encoded with the model's frozen encoder,
-  as the model sees observations (`pixel_observer`), but unquantised, so gradient planners can
-  differentiate the cost through the renderer. A state encoder reads the state directly.
+  Every process passes the same instances and parameters; per-instance results equal the
+  unsharded `evaluate`'s (each instance runs the same program on one device).
+
+  Args:
+    env, planner, make_problem, mesh, num_replans, execute, frameskip: as for
+      `sharded_evaluation`.
+    params: the problem's parameters (None when it has none).
+    init_states: (N, S) initial state vectors, N divisible by the device count.
+    goal_states: (N, S) goal state vectors.
+    keys: (N,) PRNG keys.
 
   Returns:
-    (state vector (S,), normalised proprio (P,)) -> Latent {'visual': (N, Dv), 'proprio': (Dp,)}.
+    An `Episode` of host numpy arrays with leading axis N, on every process. Compiles on every
+    call; for repeated runs keep the function `sharded_evaluation` returns.
   """
-  if model.obs_key != 'pixels':
-    return lambda sv, proprio: model.encode(params, {'state': sv, 'proprio': proprio})
-  size = int(model.image_size)
-
-  def latent(sv: jax.Array, proprio: jax.Array) -> Any:
-    pixels = jnp.clip(env.render(sv, size), 0.0, 1.0) * 255.0
-    return model.encode(params, {'pixels': pixels, 'proprio': proprio}, float_pixels=True)
-
-  return latent
+  parallel.check_divisible(init_states.shape[0], mesh, 'the number of evaluation instances')
+  args = parallel.shard_batch((init_states, goal_states, keys), mesh, global_batch=True)
+  fn = sharded_evaluation(env, planner, make_problem, mesh=mesh, num_replans=num_replans,
+                          execute=execute, frameskip=frameskip)
+  return parallel.gather(fn(parallel.replicate(params, mesh), *args))

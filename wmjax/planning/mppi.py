@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from wmjax.planning import base
+from wmjax.planning import sampling
 from wmjax.types import Cost, PRNGKey
 
 
@@ -30,7 +31,7 @@ def mppi_refit(state: base.PlannerState, samples: jax.Array, costs: jax.Array, n
   Returns:
     (new state, best cost () (+inf if none finite), number of non-finite costs).
   """
-  elites, elite_costs, num_nonfinite = base.rank(samples, costs, num_elites)
+  elites, elite_costs, num_nonfinite = sampling.rank(samples, costs, num_elites)
   best = elite_costs[0]
   any_finite = jnp.isfinite(best)
   finite = jnp.isfinite(elite_costs)
@@ -76,31 +77,10 @@ def mppi(
     A `Planner`; `plan` returns the mean and info {'cost': cost(mean), 'cost_history':
     (num_iterations,) best sample cost per iteration, 'num_nonfinite': non-finite sample costs}.
   """
-  base.check_positive_int(horizon, 'horizon')
-  base.check_positive_int(action_size, 'action_size')
-  base.check_elites(num_samples, num_elites)
-  base.check_positive_int(num_iterations, 'num_iterations')
-  bounds = base.make_bounds(action_low, action_high, horizon, action_size)
-  init, shift = base.sampling_init_and_shift(horizon, action_size, init_std, bounds)
+  def update(cost: Cost, state: base.PlannerState, key: PRNGKey, bounds):
+    samples = sampling.sample_around(key, state, num_samples, bounds, include_mean=False)
+    return mppi_refit(state, samples, jax.vmap(cost)(samples), num_elites, temperature, min_std,
+                      max_std)
 
-  def plan(cost: Cost, state: base.PlannerState, key: PRNGKey):
-    base.check_plan_shape(state.mean, horizon, action_size, 'state.mean')
-    base.check_cost(cost, horizon, action_size)
-    base.check_plan_shape(state.std, horizon, action_size, 'state.std')
-
-    def step(carry: base.SamplingCarry, key):
-      samples = base.sample_around(key, carry.state, num_samples, bounds, include_mean=False)
-      costs = jax.vmap(cost)(samples)
-      new_state, best, nonfinite = mppi_refit(
-          carry.state, samples, costs, num_elites, temperature, min_std, max_std)
-      return base.SamplingCarry(new_state, carry.num_nonfinite + nonfinite), best
-
-    with jax.named_scope('plan'):
-      carry = base.SamplingCarry(state, jnp.array(0, jnp.int32))
-      carry, history = jax.lax.scan(step, carry, jax.random.split(key, num_iterations))
-      actions = base.project(carry.state.mean, bounds)
-      info = {'cost': cost(actions), 'cost_history': history,
-              'num_nonfinite': carry.num_nonfinite}
-      return actions, carry.state, info
-
-  return base.Planner(init=init, plan=plan, shift=shift)
+  return sampling.sampling_planner(horizon, action_size, num_samples, num_elites, num_iterations,
+                                   init_std, action_low, action_high, update)

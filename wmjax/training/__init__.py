@@ -1,4 +1,5 @@
-"""World-model training: loss, train state, step factories, optimiser, checkpoints, metrics."""
+"""World-model training: loss, train state, step factories, optimiser, checkpoints, metrics,
+encoder pretraining."""
 
 from wmjax.training.adversarial import AdversarialConfig
 from wmjax.training.adversarial import adversarial_loss
@@ -25,6 +26,8 @@ from wmjax.training.metrics import MetricWriter
 from wmjax.training.metrics import read_metrics
 from wmjax.training.optim import learning_rates
 from wmjax.training.optim import make_optimizer
+from wmjax.training.pretrain import pretrain_conv_autoencoder
+from wmjax.training.pretrain import render_frames
 from wmjax.training.probe import linear_probe_r2
 from wmjax.training.probe import probe_encoder
 from wmjax.training.resume import check_pending
@@ -64,10 +67,12 @@ __all__ = [
     'predict_loss',
     'probe_encoder',
     'PredictorInputs',
+    'pretrain_conv_autoencoder',
     'Radii',
     'check_pending',
     'raise_if_nonfinite',
     'read_metrics',
+    'render_frames',
     'rollout_errors',
     'split_params',
     'Start',
@@ -78,21 +83,15 @@ __all__ = [
     'world_model_kwargs',
 ]
 
-# Online World Modeling (PAPER.md section 4); buffer ops as `online.insert` / `online.sample`.
+# Online World Modeling (PAPER.md section 4); its replay buffer is `wmjax.data.replay`.
 from wmjax.training import online  # pylint: disable=g-import-not-at-top
 from wmjax.training.online import collect_windows  # pylint: disable=g-import-not-at-top
-from wmjax.training.online import execute_plans  # pylint: disable=g-import-not-at-top
-from wmjax.training.online import init_buffer  # pylint: disable=g-import-not-at-top
-from wmjax.training.online import mix_batches  # pylint: disable=g-import-not-at-top
-from wmjax.training.online import ReplayBuffer  # pylint: disable=g-import-not-at-top
+from wmjax.training.online import owm_planner  # pylint: disable=g-import-not-at-top
 from wmjax.training.online import trajectory_windows  # pylint: disable=g-import-not-at-top
 
 __all__ += [
     'collect_windows',
-    'execute_plans',
-    'init_buffer',
-    'mix_batches',
     'online',
-    'ReplayBuffer',
+    'owm_planner',
     'trajectory_windows',
 ]

@@ -43,7 +43,9 @@ from wmjax.training.integrity import CorruptCheckpointWarning
 from wmjax.training.integrity import INTEGRITY_KEY
 from wmjax.training.integrity import META_SHA_KEY
 from wmjax.training.integrity import meta_digest
+from wmjax.training.integrity import raise_if_differ
 from wmjax.training.integrity import state_integrity
+from wmjax.training.integrity import structure_diff
 from wmjax.training.integrity import verify_state
 from wmjax.training.train_state import TrainState
 
@@ -160,18 +162,9 @@ def check_meta(stored: Mapping[str, Any], expected: Mapping[str, Any],
 def check_shapes(stored: Mapping[str, list[int]], expected: Mapping[str, list[int]],
                  where: str = '') -> None:
   """Raises ValueError naming parameters missing, extra or of another shape."""
-  diffs = []
-  for k in sorted(set(stored) | set(expected)):
-    if k not in stored:
-      diffs.append(f'{k}: missing from checkpoint (expected shape {expected[k]})')
-    elif k not in expected:
-      diffs.append(f'{k}: in checkpoint (shape {stored[k]}) but not in the model')
-    elif list(stored[k]) != list(expected[k]):
-      diffs.append(f'{k}: checkpoint shape {stored[k]}, model shape {expected[k]}')
-  if diffs:
-    shown = diffs[:20] + ([f'... and {len(diffs) - 20} more'] if len(diffs) > 20 else [])
-    raise ValueError(f'Checkpoint {where} has other parameter shapes than the model:\n  '
-                     + '\n  '.join(shown))
+  spec = lambda shapes: {k: f'shape {list(v)}' for k, v in shapes.items()}
+  raise_if_differ(structure_diff(spec(stored), spec(expected), 'model', 'the model'),
+                  f'Checkpoint {where} has other parameter shapes than the model')
 
 
 def _get_path(d: Any, dotted: str) -> Any:

@@ -58,28 +58,40 @@ def meta_digest(meta: Mapping[str, Any]) -> str:
   return hashlib.sha256(json.dumps(_jsonable(body), sort_keys=True).encode()).hexdigest()
 
 
+def structure_diff(recorded: Mapping[str, str], expected: Mapping[str, str], this: str,
+                   this_whole: str) -> list[str]:
+  """One line per leaf path the checkpoint (`recorded`) and this run (`expected`) do not share,
+  or whose specs differ; specs are strings ('shape [3]', '[3] float32'). `this` names this run's
+  side in a spec line ('model'), `this_whole` in a missing-leaf line ('the model')."""
+  diffs = []
+  for k in sorted(set(recorded) | set(expected)):
+    if k not in expected:
+      diffs.append(f'{k}: in the checkpoint, not in {this_whole}')
+    elif k not in recorded:
+      diffs.append(f'{k}: in {this_whole}, not in the checkpoint')
+    elif recorded[k] != expected[k]:
+      diffs.append(f'{k}: checkpoint {recorded[k]}, {this} {expected[k]}')
+  return diffs
+
+
+def raise_if_differ(diffs: list[str], message: str) -> None:
+  """Raises ValueError(`message` and the first 20 `diffs`, one per line) when there are any."""
+  if diffs:
+    shown = diffs[:20] + ([f'... and {len(diffs) - 20} more'] if len(diffs) > 20 else [])
+    raise ValueError(message + ':\n  ' + '\n  '.join(shown))
+
+
 def check_structure(recorded: Mapping[str, Mapping[str, Any]], target: Any,
                     where: str = '') -> None:
   """Raises ValueError naming every leaf the checkpoint and `target` do not share, or with
   another shape or dtype (the optimiser or extra state of another configuration)."""
-  expected = {}
-  for k, leaf in _leaves(target).items():
-    shape = leaf.shape if hasattr(leaf, 'shape') else np.shape(leaf)
-    dtype = leaf.dtype if hasattr(leaf, 'dtype') else np.asarray(leaf).dtype
-    expected[k] = (list(map(int, shape)), str(np.dtype(dtype)))
-  diffs = []
-  for k in sorted(set(recorded) | set(expected)):
-    if k not in expected:
-      diffs.append(f'{k}: in the checkpoint, not in this run\'s state')
-    elif k not in recorded:
-      diffs.append(f'{k}: in this run\'s state, not in the checkpoint')
-    elif (list(recorded[k]['shape']), recorded[k]['dtype']) != expected[k]:
-      diffs.append(f'{k}: checkpoint {recorded[k]["shape"]} {recorded[k]["dtype"]}, this run '
-                   f'{expected[k][0]} {expected[k][1]}')
-  if diffs:
-    shown = diffs[:20] + ([f'... and {len(diffs) - 20} more'] if len(diffs) > 20 else [])
-    raise ValueError(f'Checkpoint {where} does not match the training state (optimiser or extra '
-                     'state of another configuration):\n  ' + '\n  '.join(shown))
+  spec = lambda shape, dtype: f'{list(map(int, shape))} {np.dtype(dtype)}'
+  expected = {k: spec(np.shape(leaf), leaf.dtype if hasattr(leaf, 'dtype') else
+                      np.asarray(leaf).dtype) for k, leaf in _leaves(target).items()}
+  saved = {k: spec(r['shape'], r['dtype']) for k, r in recorded.items()}
+  raise_if_differ(structure_diff(saved, expected, 'this run', "this run's state"),
+                  f'Checkpoint {where} does not match the training state (optimiser or extra '
+                  'state of another configuration)')
 
 
 def verify_state(state: Any, meta: Mapping[str, Any], where: str) -> None:

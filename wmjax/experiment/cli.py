@@ -26,7 +26,10 @@ from typing import Any, Callable, Sequence
 
 import ml_collections
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
+# The shipped configs, `experiments/configs` beside the `wmjax` package (a checkout, or the
+# `experiments` package a wheel installs next to it). Read as files, never imported.
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__)))), 'experiments', 'configs')
 HELP_ARGS = ('-h', '--help', '--helpshort', '-?')
 _CONFIG_PREFIXES = ('--config.', '--noconfig.', '-config.', '-noconfig.')
 
@@ -39,6 +42,11 @@ def shipped_configs() -> list[str]:
   """Names of the config files in experiments/configs (without .py), sorted."""
   return sorted(f[:-3] for f in os.listdir(CONFIG_DIR)
                 if f.endswith('.py') and not f.startswith('_') and f != 'common.py')
+
+
+def shipped_config(name: str, variant: str) -> ml_collections.ConfigDict:
+  """The shipped config `name` (e.g. 'wall') at `variant`, loaded from its file."""
+  return _load_module(os.path.join(CONFIG_DIR, name + '.py')).get_config(variant)
 
 
 def resolve_config_path(path: str) -> str:

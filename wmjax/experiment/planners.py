@@ -11,7 +11,8 @@ Besides the optimiser settings, each section names the objective ('last' | 'all'
 replan (`execute`); `protocol` reads them.
 """
 
-from typing import Any, Callable, Mapping, NamedTuple, Optional
+import dataclasses
+from typing import Any, Callable, Mapping, Optional
 
 import optax
 
@@ -22,7 +23,8 @@ SAMPLING = ('cem', 'mppi', 'gradcem')
 PLANNERS = GRADIENT + SAMPLING
 
 
-class Protocol(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class PlannerProtocol:
   """How a planner is used in an evaluation (PAPER.md section 3).
 
   Attributes:
@@ -126,11 +128,11 @@ def make_planner(name: str, settings: Any, *, horizon: int, action_size: int,
 
 
 def protocol(name: str, settings: Any, *, objective: Optional[str] = None,
-             rollout: Optional[str] = None) -> Protocol:
+             rollout: Optional[str] = None) -> PlannerProtocol:
   """The planner's objective, rollout and executed actions per replan, with optional overrides."""
   s = _as_dict(settings)
   check_name(name)
-  return Protocol(objective=objective or _get(s, 'objective', name),
+  return PlannerProtocol(objective=objective or _get(s, 'objective', name),
                   rollout=rollout or _get(s, 'rollout', name),
                   execute=int(_get(s, 'execute', name)))
 

@@ -1,0 +1,153 @@
+"""The run directory every stage shares, and the readers of what earlier stages left in it.
+
+  <workdir>/
+    dataset/            meta.json + arrays.npz (docs/datasets.md); dataset_preview.png beside it
+    world_model/        the base model: orbax checkpoints, metrics.jsonl, eval.json
+    finetune_<method>/  the AWM ('adversarial') or OWM ('online') finetuned model, same layout
+    diagnose/           gap.json, gap.md
+    plan/<run_name>/    results.json, summary.md, distance.png, videos/
+
+Each output directory ends with `done.json` (`wmjax.io.mark_done`).
+"""
+
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from wmjax import data as data_lib
+from wmjax import training
+from wmjax.training import checkpoint as checkpoint_lib
+
+DATASET_DIR = 'dataset'
+PREVIEW_FILE = 'dataset_preview.png'
+WORLD_MODEL_DIR = 'world_model'
+FINETUNE_PREFIX = 'finetune_'
+DIAGNOSE_DIR = 'diagnose'
+PLAN_DIR = 'plan'
+EVAL_FILE = 'eval.json'
+GAP_FILE = 'gap.json'
+GAP_TABLE_FILE = 'gap.md'
+RESULTS_FILE = 'results.json'
+SUMMARY_FILE = 'summary.md'
+
+
+def finetune_dir(workdir: str, method: str) -> str:
+  """The output directory of finetuning method `method` ('adversarial' | 'online')."""
+  return os.path.join(workdir, FINETUNE_PREFIX + method)
+
+
+def load_data(config: ml_collections.ConfigDict, workdir: str, env: Any):
+  """Loads and checks `<workdir>/dataset`; returns (dataset, train arrays, val arrays or None)."""
+  path = os.path.join(workdir, DATASET_DIR)
+  if not os.path.isdir(path):
+    raise FileNotFoundError(
+        f'No dataset at {path}. Generate it first:\n  python experiments/generate_data.py '
+        f'--config experiments/configs/{config.task}.py:{config.variant} --workdir {workdir}')
+  ds = data_lib.load_dataset(path, task=config.task, expected=dict(
+      state_size=env.state_size, proprio_size=env.proprio_size, action_size=env.action_size,
+      num_hist=int(config.num_hist), frameskip=int(config.frameskip),
+      image_size=int(config.image_size)))
+  train_ds, val_ds = data_lib.split(ds, float(config.data.val_fraction), int(config.data.seed))
+  val = data_lib.to_device(val_ds) if val_ds.num_trajectories else None
+  return ds, data_lib.to_device(train_ds), val
+
+
+def load_model(config: ml_collections.ConfigDict, workdir: str, checkpoint: str | None, env):
+  """(model, params, meta) of the checkpoint, checked against the task and action size."""
+  path = checkpoint or os.path.join(workdir, WORLD_MODEL_DIR)
+  if not os.path.isdir(path):
+    raise FileNotFoundError(
+        f'No world model at {path}. Train one first:\n  python experiments/train_world_model.py '
+        f'--config experiments/configs/{config.task}.py:{config.variant} --workdir {workdir}\n'
+        'or pass --checkpoint, or plan with --config.plan.model=simulator '
+        '--config.plan.simulator_cost=state.')
+  model, params, meta = training.load_world_model(path, which=config.plan.checkpoint)
+  if meta.get('task') != config.task:
+    raise ValueError(f'The world model at {path} was trained on task {meta.get("task")!r}; this '
+                     f'config plans on {config.task!r}.')
+  action_size = int(config.frameskip) * env.action_size
+  if int(model.action_dim) != action_size:
+    raise ValueError(f'The world model at {path} takes model actions of size {model.action_dim}; '
+                     f'this config needs frameskip * A = {config.frameskip} * {env.action_size} = '
+                     f'{action_size} (set config.frameskip to match the model).')
+  return model, params, dict(meta, checkpoint_path=os.path.abspath(path))
+
+
+def load_stats(config, workdir: str, env, meta: dict | None) -> tuple[data_lib.Stats, str]:
+  """Normalisation statistics: the checkpoint meta's, else `<workdir>/dataset` (checked against
+  the checkpoint's dataset fingerprint), else (simulator only) the env's nominal ones."""
+  if meta is not None and 'stats' in meta:
+    return data_lib.stats_from_meta(meta), 'checkpoint meta'
+  path = os.path.join(workdir, DATASET_DIR)
+  if os.path.isdir(path):
+    ds_meta = data_lib.read_meta(path, task=config.task)
+    want = None if meta is None else meta.get('dataset_fingerprint')
+    got = ds_meta['arrays_sha256'][:16]
+    if want is not None and want != got:
+      raise ValueError(f'{path} is not the dataset the world model was trained on (fingerprint '
+                       f'{got}, checkpoint expects {want}); its normalisation would not match.')
+    return data_lib.stats_from_meta(ds_meta), path
+  if meta is not None:
+    raise FileNotFoundError(f'No dataset at {path}: planning needs the normalisation statistics '
+                            'the world model was trained with.')
+  return data_lib.nominal_stats(env), 'env nominal (no dataset)'
+
+
+def load_pretrained(config, workdir: str, meta: dict[str, Any], target_params):
+  """Full parameters of the base model finetuning starts from, checked against this run's task,
+  model and dataset.
+
+  Args:
+    config: run config.
+    workdir: run directory.
+    meta: this run's checkpoint meta (task, model_config, dataset_fingerprint are compared).
+    target_params: abstract full parameters of the configured model (structure, shapes, dtypes).
+
+  Returns:
+    (params, info): params shaped like `target_params`; info names the checkpoint and its step.
+  """
+  f = config.finetune
+  path = f.pretrained or os.path.join(workdir, WORLD_MODEL_DIR)
+  if not os.path.isdir(path):
+    raise FileNotFoundError(
+        f'No pretrained world model at {path}. Train one first:\n  python '
+        f'experiments/train_world_model.py --config experiments/configs/{config.task}.py:'
+        f'{config.variant} --workdir {workdir}\nor set --config.finetune.pretrained=DIR.')
+  ckpt = training.Checkpointer(checkpoint_lib.resolve_checkpoint_dir(path), async_save=False)
+  try:
+    which = f.pretrained_checkpoint
+    if which == 'best' and ckpt.latest_step('best') is None:
+      which = 'latest'
+    try:
+      stored = ckpt.read_meta(which)
+    except training.CorruptCheckpointError as e:
+      raise training.CorruptCheckpointError(
+          f'The pretrained checkpoint is damaged: {e} Choose another one '
+          '(--config.finetune.pretrained_checkpoint) or retrain.') from e
+    if stored is None:
+      raise ValueError(f'No {which} checkpoint in {ckpt.directory}.')
+    where = f'{ckpt.directory} ({which}, step {stored.get("step")})'
+    try:
+      checkpoint_lib.check_meta(stored, meta, where=where)
+    except ValueError as e:
+      raise ValueError(f'The pretrained checkpoint does not match this finetune config. {e}'
+                       ) from None
+    trainable, frozen = training.split_params(target_params)
+    expected = training.TrainState(step=None, params=trainable, frozen=frozen, opt_state=None)
+    checkpoint_lib.check_shapes(stored.get('shapes', {}),
+                                checkpoint_lib.param_shapes(expected), where=where)
+    try:
+      raw, _ = ckpt.restore_raw(which, stored['step'])
+    except training.CorruptCheckpointError as e:
+      raise training.CorruptCheckpointError(
+          f'The pretrained checkpoint is damaged: {e} Choose another one '
+          '(--config.finetune.pretrained_checkpoint) or retrain.') from e
+  finally:
+    ckpt.close()
+  full = {**raw['params'], **raw['frozen']}
+  params = jax.tree.map(lambda t, x: jnp.asarray(x, t.dtype), target_params, full)
+  return params, {'path': os.path.abspath(ckpt.directory), 'which': which,
+                  'step': stored.get('step'), 'val_loss': stored.get('val_loss')}

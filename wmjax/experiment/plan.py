@@ -1,0 +1,241 @@
+"""The planning stage: a planner evaluated on a task through a world model (PAPER.md section 3).
+
+Binary: `experiments/plan.py` (`wmjax-plan`). `evaluate` loads the world model
+(`layout.load_model`) and the dataset's normalisation statistics, builds the planner named by
+`plan.planner` (`planners`), samples `plan.num_instances` evaluation problems with keys derived
+from `plan.seed`, and runs every episode (MPC or open loop) in ONE jitted, batched call sharded
+over the devices (`wmjax.planning.mpc.sharded_evaluation`), compilation timed apart from the run.
+With `plan.model=simulator` the true dynamics replace the predictor (the ceiling a perfect model
+could reach; `wmjax.planning.problems`). The run's protocol (objective, rollout, budget) is a
+`protocol.PlanProtocol`; its outputs (results.json, summary.md, the distance plot, the videos) are written
+by `plan_report` into `<workdir>/plan/<run_name>/`, `done.json` last.
+"""
+
+import dataclasses
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from wmjax import checks
+from wmjax import distributed
+from wmjax import envs
+from wmjax import io
+from wmjax import machine as machine_lib
+from wmjax import parallel
+from wmjax.envs import execution
+from wmjax.experiment import layout
+from wmjax.experiment import plan_report
+from wmjax.experiment import planners as planners_lib
+from wmjax.experiment import protocol as protocol_lib
+from wmjax.planning import mpc
+from wmjax.planning import problems
+
+# Simulator settings under which `jax.grad` goes through the task's solver (STACK.md: MJX
+# needs one solver iteration); used for the cost of gradient planners with plan.model=simulator.
+_DIFFERENTIABLE_SIMULATOR = {'pointmaze': dict(solver_iterations=1)}
+# Sub-streams of plan.seed.
+_PROBLEMS, _EPISODES = 0, 1
+
+
+# ------------------------------------------------------------------------------------ inputs
+def sample_problems(env, num: int, seed: int):
+  """(init (N, S), goal (N, S), episode keys (N,)): problem i from fold_in(key(seed), i)."""
+  root = jax.random.key(seed)
+  idx = jnp.arange(num)
+  problem_keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(root, _PROBLEMS), i))(idx)
+  episode_keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(root, _EPISODES), i))(idx)
+  init, goal = jax.jit(jax.vmap(env.sample_problem))(problem_keys)
+  return init, goal, episode_keys
+
+
+def make_problem_fn(config, env, model, stats, proto):
+  """params -> problems.Problem (built inside the jitted function, so params stay arguments)."""
+  kw = dict(objective=proto.objective, alpha=proto.alpha, base=proto.objective_base)
+  if proto.model == 'simulator':
+    cost_env = env
+    if proto.planner in ('gd', 'adam', 'gradcem') and config.task in _DIFFERENTIABLE_SIMULATOR:
+      cost_env = envs.load(config.task, clip_actions=config.clip_actions,
+                           **_DIFFERENTIABLE_SIMULATOR[config.task])
+    def simulator(params):
+      latent_fn = None
+      if proto.simulator_cost == 'latent':
+        latent_fn = problems.rendered_latent_fn(env, model, params)
+      return problems.simulator_problem(env, stats, frameskip=int(config.frameskip),
+                                        cost_env=cost_env, latent_fn=latent_fn, **kw)
+    return simulator
+  return lambda params: problems.world_model_problem(
+      env, model, params, stats, rollout=proto.rollout, **kw)
+
+
+def build_planner(config, env, stats, proto):
+  p = config.plan
+  low = high = None
+  if proto.bounded:
+    low, high = execution.action_bounds(env, execution.normalizer_from_stats(stats),
+                                        int(config.frameskip))
+  return planners_lib.make_planner(
+      p.planner, p[p.planner], horizon=proto.horizon,
+      action_size=int(config.frameskip) * env.action_size, action_low=low, action_high=high,
+      open_loop=proto.open_loop)
+
+
+# ------------------------------------------------------------------------------------ run
+def evaluate(config: ml_collections.ConfigDict, workdir: str, checkpoint: str | None = None,
+             progress: bool = True, mesh=None) -> dict[str, Any]:
+  """Runs the evaluation the config describes; writes and returns the results dict.
+
+  The instances are split across `mesh` (default: every device of every process). In a
+  multi-process job every process runs this with the same arguments and gets the results;
+  process 0 holds the workdir lock and writes them, each file atomically and `done.json` last.
+
+  Raises:
+    wmjax.checks.NonFiniteError: every plan had a non-finite cost (the results are written,
+      without the done marker, for inspection).
+  """
+  protocol_lib.protocol(config)  # Checks the config before anything else.
+  with io.workdir_lock(workdir, f'plan ({protocol_lib.run_name(config)})',
+                       enabled=distributed.is_primary()):
+    return _evaluate(config, workdir, checkpoint, progress, mesh)
+
+
+def _evaluate(config, workdir, checkpoint, progress, mesh):
+  primary = distributed.is_primary()
+  say = print if progress and primary else (lambda *a, **k: None)
+  proto = protocol_lib.protocol(config)
+  p = config.plan
+  n = int(p.num_instances)
+  parallel.check_divisible(n, jax.device_count() if mesh is None else mesh, 'plan.num_instances')
+  env = envs.load(config.task, clip_actions=config.clip_actions)
+  model = params = meta = None
+  if p.model == 'world_model' or p.simulator_cost == 'latent':
+    say('Loading the world model' + (' (its encoder scores the simulated states)'
+                                     if p.model == 'simulator' else '') + ' ...')
+    model, params, meta = layout.load_model(config, workdir, checkpoint, env)
+    if meta.get('which_note'):
+      say(f'Note: plan.checkpoint={p.checkpoint}: {meta["which_note"]}.')
+  stats, stats_source = layout.load_stats(config, workdir, env, meta)
+  planner = build_planner(config, env, stats, proto)
+
+  say(f'Sampling {n} {config.task} problems (seed {p.seed}) ...')
+  init, goal, keys = sample_problems(env, n, int(p.seed))
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  # Every process sampled the same problems; each device keeps its share of them.
+  init_d, goal_d, keys_d = parallel.shard_batch((init, goal, keys), mesh, global_batch=True)
+  params_d = parallel.replicate(params, mesh)
+
+  problem_fn = make_problem_fn(config, env, model, stats, proto)
+
+  evaluation = mpc.sharded_evaluation(
+      env, planner, problem_fn, mesh=mesh, num_replans=proto.num_replans,
+      execute=proto.execute, frameskip=int(config.frameskip))
+
+  budget_text = proto.budget_text()
+  say(f'Compiling {proto.settings}, {p.mode}, {n} instances, budget {budget_text} ...')
+  t0 = time.perf_counter()
+  compiled = evaluation.lower(params_d, init_d, goal_d, keys_d).compile()
+  compile_s = time.perf_counter() - t0
+  say(f'  compiled in {compile_s:.2f} s; running ...')
+  t0 = time.perf_counter()
+  ep = jax.block_until_ready(compiled(params_d, init_d, goal_d, keys_d))
+  run_s = time.perf_counter() - t0
+  say(f'  ran in {run_s:.2f} s')
+  ep = parallel.gather(ep)
+  init, goal = np.asarray(init), np.asarray(goal)
+
+  distances = np.asarray(jax.jit(jax.vmap(jax.vmap(env.distance, (0, None))))(
+      jnp.asarray(ep.states), jnp.asarray(goal)))  # (N, T)
+  success = np.asarray(ep.success, bool)
+  k = int(success.sum())
+  plan_nonfinite = np.asarray(ep.plan_nonfinite)  # (N, R) guarded steps or samples per plan.
+  bad_plans = ~np.isfinite(np.asarray(ep.plan_costs))  # (N, R) plans without a finite cost.
+  out_dir = os.path.join(workdir, layout.PLAN_DIR, protocol_lib.run_name(config))
+  if primary:
+    os.makedirs(out_dir, exist_ok=True)
+    io.clear_done(out_dir)
+  results = {
+      'task': config.task, 'variant': config.variant, 'run_name': protocol_lib.run_name(config),
+      'protocol': dataclasses.asdict(proto),
+      'planner_settings': p[p.planner].to_dict(),
+      'budget': {k2: getattr(proto, k2) for k2 in ('num_replans', 'execute', 'model_actions',
+                                                    'env_steps', 'horizon')},
+      'num_instances': n, 'seed': int(p.seed),
+      'seeds': {'problem_key': f'fold_in(fold_in(key({p.seed}), {_PROBLEMS}), i)',
+                'episode_key': f'fold_in(fold_in(key({p.seed}), {_EPISODES}), i)'},
+      'success_rate': k / n, 'num_success': k,
+      'success_rate_ci95': plan_report.wilson_interval(k, n),
+      'mean_final_distance': float(np.mean(ep.final_distance)),
+      'mean_min_distance': float(np.mean(ep.min_distance)),
+      # Non-finite costs or gradients the planners guarded (skipped steps, samples ranked
+      # last), and plans left without any finite cost.
+      'num_nonfinite': int(plan_nonfinite.sum()),
+      'num_nonfinite_plans': int(bad_plans.sum()), 'num_plans': int(bad_plans.size),
+      'timing': {
+          'compile_seconds': compile_s, 'run_seconds': run_s,
+          'seconds_per_episode': run_s,  # All episodes run at once, batched.
+          'seconds_per_plan': run_s / proto.num_replans,
+          'seconds_per_instance_amortised': run_s / n,
+      },
+      'instances': [{
+          'index': i, 'success': bool(success[i]),
+          'final_distance': float(ep.final_distance[i]),
+          'min_distance': float(ep.min_distance[i]),
+          'replans_to_success': int(ep.replans_to_success[i]) if success[i] else None,
+          'success_step': int(ep.success_step[i]) if success[i] else None,
+          'init_state': init[i].tolist(), 'goal_state': goal[i].tolist(),
+          'first_plan_cost': float(ep.plan_costs[i, 0]),
+          'num_nonfinite': int(plan_nonfinite[i].sum()),
+          'num_nonfinite_plans': int(bad_plans[i].sum()),
+      } for i in range(n)],
+      'stats_source': stats_source,
+      'checkpoint': None if meta is None else {
+          'path': meta['checkpoint_path'], 'which': meta.get('which', p.checkpoint),
+          'requested': p.checkpoint, 'which_note': meta.get('which_note'),
+          'step': meta.get('step'), 'val_loss': meta.get('val_loss')},
+      'machine': machine_lib.machine_info(),
+  }
+
+  if not primary:  # Process 0 writes the outputs.
+    raise_if_all_nonfinite(results, out_dir, written=False)
+    return dict(results, out_dir=out_dir)
+  say('Writing videos and the distance plot ...')
+  paths, planned_label = plan_report.write_videos(
+      out_dir, config, env, model if p.model == 'world_model' else None, params, stats, proto,
+      init, goal, ep, int(p.num_videos))
+  results['videos'] = {'paths': [os.path.relpath(q, out_dir) for q in paths],
+                       'left': planned_label, 'right': 'executed states (env.render), then goal'}
+  with io.atomic_path(os.path.join(out_dir, 'distance.png')) as tmp:
+    plan_report.write_plot(
+        tmp, distances, success,
+        f'{config.task}: {proto.settings}, {p.mode}; green success, red failure')
+  results['plot'] = 'distance.png'
+  io.write_json(os.path.join(out_dir, layout.RESULTS_FILE), results)
+  io.write_text(os.path.join(out_dir, layout.SUMMARY_FILE), plan_report.summary_markdown(results))
+  lo, hi = results['success_rate_ci95']
+  say(f'{config.task} {proto.settings} {p.mode}: success {k}/{n} = {k / n:.0%} '
+      f'[95% CI {lo:.0%}-{hi:.0%}], mean final distance {results["mean_final_distance"]:.4g}, '
+      f'{run_s:.3g} s per batched episode, budget {budget_text}, non-finite: '
+      f'{results["num_nonfinite"]} guarded, {results["num_nonfinite_plans"]}/'
+      f'{results["num_plans"]} plans')
+  raise_if_all_nonfinite(results, out_dir, written=True)
+  io.mark_done(out_dir, [layout.RESULTS_FILE, layout.SUMMARY_FILE], num_success=k,
+               num_instances=n)
+  say(f'Results in {out_dir}')
+  results['out_dir'] = out_dir
+  return results
+
+
+def raise_if_all_nonfinite(results: dict[str, Any], out_dir: str, written: bool) -> None:
+  """Raises NonFiniteError when no plan of the run had a finite cost (its success rate would
+  measure nothing but the initial actions)."""
+  if results['num_plans'] and results['num_nonfinite_plans'] == results['num_plans']:
+    raise checks.NonFiniteError(
+        f'Every one of the {results["num_plans"]} plans had a non-finite cost '
+        f'({results["num_nonfinite"]} non-finite costs or gradients guarded): the world model or '
+        'the planner settings produce NaN or infinities, and the success rate measures nothing.'
+        + (f' The results are in {out_dir} for inspection, not marked done.' if written else ''))
+
