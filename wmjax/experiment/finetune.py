@@ -171,27 +171,19 @@ def finetune(config: ml_collections.ConfigDict, workdir: str, progress: bool = T
 
 
 def _finetune(config, workdir, progress, mesh, accept_changed_settings):
-  from wmjax import envs  # pylint: disable=g-import-not-at-top
-
   f = config.finetune
-  mesh = parallel.make_mesh() if mesh is None else mesh
-  parallel.check_divisible(int(f.batch_size), mesh, 'finetune.batch_size')
+  mesh, env, ds, train, val, model_kwargs, model, meta = layout.model_inputs(
+      config, workdir, f.batch_size, 'finetune.batch_size', mesh)
   primary = distributed.is_primary()
   progress = progress and primary
   say = print if primary else (lambda *a, **k: None)
-  env = envs.load(config.task, clip_actions=config.clip_actions)
-  ds, train, val = layout.load_data(config, workdir, env)
   stats = data_lib.stats_from_meta(ds.meta)
   directory = out_dir(config, workdir)
   os.makedirs(directory, exist_ok=True)
 
-  model_kwargs = training.world_model_kwargs(config, env)
-  model = training.build_world_model(model_kwargs)
   needs_pixels = model.obs_key == 'pixels'
   optimizer = training.make_optimizer(finetune_train_config(config))
   root = jax.random.key(int(config.seed))
-  meta = training.make_meta(config, model_kwargs=model_kwargs,
-                            dataset_fingerprint=ds.meta['arrays_sha256'][:16])
   iteration = make_iteration(config, env, model, optimizer, stats, needs_pixels, mesh)
   obs = {k: jax.ShapeDtypeStruct(s.shape, s.dtype) for k, s in model.obs_spec.items()}
   target_params = jax.eval_shape(lambda: model.init(jax.random.key(0), obs))

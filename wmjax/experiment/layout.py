@@ -11,13 +11,14 @@ Each output directory ends with `done.json` (`wmjax.io.mark_done`).
 """
 
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
 from wmjax import data as data_lib
+from wmjax import parallel
 from wmjax import training
 from wmjax.training import checkpoint as checkpoint_lib
 
@@ -53,6 +54,37 @@ def load_data(config: ml_collections.ConfigDict, workdir: str, env: Any):
   train_ds, val_ds = data_lib.split(ds, float(config.data.val_fraction), int(config.data.seed))
   val = data_lib.to_device(val_ds) if val_ds.num_trajectories else None
   return ds, data_lib.to_device(train_ds), val
+
+
+class ModelInputs(NamedTuple):
+  """What training and finetuning both start from (`model_inputs`)."""
+
+  mesh: Any
+  env: Any
+  dataset: Any
+  train: Any
+  val: Any
+  model_kwargs: dict
+  model: Any
+  meta: dict
+
+
+def model_inputs(config: ml_collections.ConfigDict, workdir: str, batch_size: int,
+                 batch_field: str, mesh=None) -> ModelInputs:
+  """The mesh (default: every device; `batch_size` must divide across it, else an error naming
+  `batch_field`), the task, `<workdir>/dataset` split and on device, the world model the config
+  describes and its checkpoint meta."""
+  from wmjax import envs  # pylint: disable=g-import-not-at-top
+
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  parallel.check_divisible(int(batch_size), mesh, batch_field)
+  env = envs.load(config.task, clip_actions=config.clip_actions)
+  ds, train, val = load_data(config, workdir, env)
+  model_kwargs = training.world_model_kwargs(config, env)
+  meta = training.make_meta(config, model_kwargs=model_kwargs,
+                            dataset_fingerprint=ds.meta['arrays_sha256'][:16])
+  return ModelInputs(mesh, env, ds, train, val, model_kwargs,
+                     training.build_world_model(model_kwargs), meta)
 
 
 def load_model(config: ml_collections.ConfigDict, workdir: str, checkpoint: str | None, env):

@@ -151,25 +151,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 
 def _train_and_evaluate(config, workdir, progress, mesh, accept_changed_settings):
-  from wmjax import envs  # pylint: disable=g-import-not-at-top
-
   t = config.train
-  mesh = parallel.make_mesh() if mesh is None else mesh
-  parallel.check_divisible(int(t.batch_size), mesh, 'train.batch_size')
+  mesh, env, ds, train, val, model_kwargs, model, meta = layout.model_inputs(
+      config, workdir, t.batch_size, 'train.batch_size', mesh)
   primary = distributed.is_primary()
   progress = progress and primary
-  env = envs.load(config.task, clip_actions=config.clip_actions)
-  ds, train, val = layout.load_data(config, workdir, env)
   out_dir = os.path.join(workdir, layout.WORLD_MODEL_DIR)
   os.makedirs(out_dir, exist_ok=True)
 
-  model_kwargs = training.world_model_kwargs(config, env)
-  model = training.build_world_model(model_kwargs)
   needs_pixels = model.obs_key == 'pixels'
   optimizer = training.make_optimizer(t)
   root = jax.random.key(int(config.seed))
-  meta = training.make_meta(config, model_kwargs=model_kwargs,
-                            dataset_fingerprint=ds.meta['arrays_sha256'][:16])
 
   obs = {k: jnp.zeros(s.shape, s.dtype) for k, s in model.obs_spec.items()}
 
