@@ -149,16 +149,32 @@ def test_rollouts_match_python_loops(setup):
   assert not np.allclose(markov['visual'][2:], got['visual'][2:])
 
 
-def test_history_buffer_padding_does_not_matter(setup):
-  wm, params, z, _ = setup
-  z0 = jax.tree.map(lambda x: x[0], z)
-  actions = jnp.asarray(np.random.default_rng(3).normal(size=(4, A)), jnp.float32)
-  rng = np.random.default_rng(4)
-  pad = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape) * 100, x.dtype), z0)
-  run = jax.jit(wm._rollout_history)  # pylint: disable=protected-access
-  a = run(params, z0, actions, jax.tree.map(jnp.zeros_like, z0))
-  b = run(params, z0, actions, pad)
-  jax.tree.map(np.testing.assert_array_equal, a, b)
+def test_predictor_cache_extends_a_window_frame_by_frame():
+  """One frame at a time with the key/value cache gives the whole window's outputs (frame-causal:
+  frame t's output depends on frames <= t only), also under vmap and grad."""
+  pred = predictor_lib.Predictor(num_frames=3, **TINY_PREDICTOR)
+  tokens = _tokens((2, 3, 4, 20))
+  params = pred.init(jax.random.key(0), tokens)
+  full = pred.apply(params, tokens)
+
+  def by_frame(p, x):
+    cache, outs = (), []
+    for t in range(x.shape[-3]):
+      out, cache = pred.apply(p, x[..., t:t + 1, :, :], cache=cache)
+      outs.append(out)
+    return jnp.concatenate(outs, axis=-3)
+
+  np.testing.assert_allclose(by_frame(params, tokens), full, atol=1e-5)
+  np.testing.assert_allclose(jax.vmap(by_frame, (None, 0))(params, tokens), full, atol=1e-5)
+  grad = lambda f: jax.grad(lambda x: jnp.sum(jnp.sin(f(params, x))))(tokens)
+  np.testing.assert_allclose(grad(by_frame), grad(pred.apply), atol=1e-5)
+  with pytest.raises(ValueError, match='one frame'):
+    pred.apply(params, tokens, cache=())
+  _, cache = pred.apply(params, tokens[:, :1], cache=())
+  for t in (1, 2):
+    _, cache = pred.apply(params, tokens[:, t:t + 1], cache=cache)
+  with pytest.raises(ValueError, match='> num_hist=3'):
+    pred.apply(params, tokens[:, :1], cache=cache)
 
 
 @pytest.mark.parametrize('mode', models.ROLLOUT_MODES)

@@ -111,23 +111,31 @@ class _Block(nn.Module):
   dtype: Any
 
   @nn.compact
-  def __call__(self, x: jax.Array, num_frames: int, deterministic: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, num_frames: int, deterministic: bool,
+               past: tuple[jax.Array, jax.Array] | None = None
+               ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """x: (B, L, width). Without `past`, L = num_frames * N (the whole window). With `past`, the
+    keys and values (B, P, H, Dh) of the earlier frames, x is the next frame's tokens: it sees
+    them and itself. Returns (x', (keys, values)) of every frame so far."""
     b, l, _ = x.shape
     inner = self.num_heads * self.head_dim
     h = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name='norm1')(x)
     qkv = nn.Dense(3 * inner, use_bias=False, dtype=self.dtype, name='qkv')(h)
     q, k, v = jnp.split(qkv.reshape(b, l, 3, self.num_heads, self.head_dim), 3, axis=2)
-    # Frame-causal attention (section 2).
-    a = attention_lib.frame_causal_attention(
-        q[:, :, 0], k[:, :, 0], v[:, :, 0], num_frames, implementation=self.attention_impl,
-        method=self.attention_method)
+    q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0]
+    if past is None:  # Frame-causal attention (section 2).
+      a = attention_lib.frame_causal_attention(
+          q, k, v, num_frames, implementation=self.attention_impl, method=self.attention_method)
+    else:  # The newest frame sees every earlier frame and itself: no mask.
+      k, v = jnp.concatenate([past[0], k], axis=1), jnp.concatenate([past[1], v], axis=1)
+      a = jax.nn.dot_product_attention(q, k, v, implementation=self.attention_impl)
     a = nn.Dense(self.width, dtype=self.dtype, name='proj')(a.reshape(b, l, inner))
     x = x + nn.Dropout(self.dropout)(a, deterministic=deterministic)
     h = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name='norm2')(x)
     h = nn.Dense(self.mlp_dim, dtype=self.dtype, name='fc1')(h)
     h = nn.Dropout(self.dropout)(nn.gelu(h, approximate=False), deterministic=deterministic)
     h = nn.Dense(self.width, dtype=self.dtype, name='fc2')(h)
-    return x + nn.Dropout(self.dropout)(h, deterministic=deterministic)
+    return x + nn.Dropout(self.dropout)(h, deterministic=deterministic), (k, v)
 
 
 class Predictor(nn.Module):
@@ -163,14 +171,35 @@ class Predictor(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, tokens: jax.Array, deterministic: bool = True) -> jax.Array:
-    """tokens: (..., T, N, D), T <= num_frames -> (..., T, N, D); output t predicts frame t+1."""
+  def __call__(self, tokens: jax.Array, deterministic: bool = True,
+               cache: tuple[tuple[jax.Array, jax.Array], ...] | None = None):
+    """The predictor over a whole window, or one frame more of a window (`cache`).
+
+    Args:
+      tokens: (..., T, N, D), T <= num_frames; with `cache`, T = 1 (the next frame).
+      deterministic: False enables dropout.
+      cache: None, or the keys and values of the frames before `tokens`, as the previous call
+        returned them (`()` for none: `tokens` is frame 0). Frame-causal attention means frames already
+        in the window keep their keys and values while it grows, so each step of a growing
+        rollout computes only its newest frame.
+
+    Returns:
+      Without `cache`: (..., T, N, D); output t predicts frame t+1. With `cache`:
+      (output (..., 1, N, D), cache extended by this frame).
+    """
     dtype = check_options(self.attention_impl, self.dtype, self.width, self.pad_width_to)
     if tokens.ndim < 3:
       raise ValueError(f'Predictor tokens must be (..., T, N, D); got shape {tokens.shape}.')
     *batch, t, n, d = tokens.shape
-    if t > self.num_frames:
-      raise ValueError(f'Predictor window has T={t} frames > num_hist={self.num_frames}.')
+    start = 0
+    if cache is not None:
+      if t != 1:
+        raise ValueError(f'With a cache the predictor takes one frame (..., 1, N, D); got T={t}.')
+      if cache and len(cache) != self.depth:
+        raise ValueError(f'cache has {len(cache)} blocks; the predictor has depth {self.depth}.')
+      start = cache[0][0].shape[1] // n if cache else 0
+    if start + t > self.num_frames:
+      raise ValueError(f'Predictor window has T={start + t} frames > num_hist={self.num_frames}.')
     impl = resolve_attention_impl(self.attention_impl, dtype, self.head_dim)
     method = attention_lib.default_method(impl) if self.attention_method is None else (
         self.attention_method)
@@ -182,11 +211,15 @@ class Predictor(nn.Module):
     # Learned positional embedding over num_hist x N positions; a shorter window uses the first
     # T x N rows (section 2).
     pos = self.param('pos_embedding', nn.initializers.normal(0.02), (self.num_frames * n, width))
-    x = x + pos[:t * n]
+    x = x + pos[start * n:(start + t) * n]
+    kv = []
     for i in range(self.depth):
-      x = _Block(width, self.num_heads, self.head_dim, self.mlp_dim, self.dropout, impl, method,
-                 dtype, name=f'block_{i}')(x, t, deterministic)
+      x, kv_i = _Block(width, self.num_heads, self.head_dim, self.mlp_dim, self.dropout, impl,
+                       method, dtype, name=f'block_{i}')(
+                           x, t, deterministic, past=cache[i] if cache else None)
+      kv.append(kv_i)
     x = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name='norm')(x)
     if project:
       x = nn.Dense(d, dtype=dtype, name='proj_out')(x)
-    return x.astype(jnp.float32).reshape(*batch, t, n, d)
+    out = x.astype(jnp.float32).reshape(*batch, t, n, d)
+    return out if cache is None else (out, tuple(kv))

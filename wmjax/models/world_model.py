@@ -359,16 +359,18 @@ class WorldModel:
     self._check_window(lead[-1])
     if not deterministic and rng is None:
       raise ValueError('predict with deterministic=False needs rng (a key for dropout).')
-    n, dv = _shape(visual)[-2:]
     with jax.named_scope('predict'):
-      tile = lambda e: jnp.broadcast_to(e[..., None, :], (*e.shape[:-1], n, e.shape[-1]))
-      # Section 2: proprio and action embeddings tiled on every patch, concatenated on features.
-      tokens = jnp.concatenate([visual, tile(proprio_emb), tile(action_emb)], axis=-1)
       rngs = None if deterministic else {'dropout': rng}
-      out = self.predictor.apply({'params': params['predictor']}, tokens,
+      out = self.predictor.apply({'params': params['predictor']},
+                                 _tokens(visual, proprio_emb, action_emb),
                                  deterministic=deterministic, rngs=rngs)
-      return {'visual': out[..., :dv],
-              'proprio': out[..., dv:dv + self.proprio_emb_dim].mean(axis=-2)}
+      return self._split_tokens(out)
+
+  def _split_tokens(self, out: jax.Array) -> Latent:
+    """Predictor output (..., N, Dv + proprio emb + action emb) -> Latent (..., N, Dv), (..., 10)."""
+    dv = out.shape[-1] - self.proprio_emb_dim - self.action_emb_dim
+    return {'visual': out[..., :dv],
+            'proprio': out[..., dv:dv + self.proprio_emb_dim].mean(axis=-2)}
 
   def predict(self, params: Mapping[str, Any], z: Latent, actions: jax.Array, *,
               rng: jax.Array | None = None, deterministic: bool = True) -> Latent:
@@ -417,8 +419,7 @@ class WorldModel:
     with jax.named_scope('rollout'):
       if mode == 'markov':
         return self._rollout_markov(params, z0, actions)
-      pad = jax.tree.map(jnp.zeros_like, z0)
-      return self._rollout_history(params, z0, actions, pad)
+      return self._rollout_history(params, z0, actions)
 
   def _rollout_markov(self, params, z0: Latent, actions: jax.Array) -> Latent:
     def step(z, a):
@@ -429,33 +430,37 @@ class WorldModel:
     _, zs = jax.lax.scan(step, z0, actions)
     return jax.tree.map(lambda x0, x: jnp.concatenate([x0[None], x]), z0, zs)
 
-  def _rollout_history(self, params, z0: Latent, actions: jax.Array, pad: Latent) -> Latent:
-    """History rollout with a fixed-shape, left-aligned buffer of num_hist frames.
+  def _rollout_history(self, params, z0: Latent, actions: jax.Array) -> Latent:
+    """History rollout: the window grows 1 -> num_hist frames, then slides.
 
-    Slots 0..n-1 hold the latest n frames (oldest first); the rest hold `pad`, which the
-    frame-causal mask hides from the prediction read at slot n-1.
+    While it grows, frame-causal attention leaves the keys and values of the frames already in
+    the window unchanged, so each growing step runs the predictor on its newest frame only (a
+    key/value cache); once the window slides, every frame moves to another position embedding and
+    the whole window is recomputed.
     """
-    k = self.num_hist
-    buf = jax.tree.map(
-        lambda x0, p: jnp.concatenate([x0[None], jnp.broadcast_to(p, (k - 1,) + p.shape)]), z0, pad)
-    act_buf = jnp.zeros((k, self.action_dim), actions.dtype)
+    k, h = self.num_hist, actions.shape[0]
+    z, cache, zs = z0, (), [z0]
+    for i in range(min(k, h)):  # Growing: frames 0..i, only frame i is new.
+      tokens = _tokens(z['visual'][None], z['proprio'][None],
+                       self.embed_actions(params, actions[i][None]))
+      out, cache = self.predictor.apply({'params': params['predictor']}, tokens, cache=cache)
+      z = self._split_tokens(out[0])
+      zs.append(z)
+    head = jax.tree.map(lambda *x: jnp.stack(x), *zs)
+    if h <= k:
+      return head
 
-    def step(carry, a):
-      buf, act_buf, n = carry  # n: number of valid frames (1..k).
-      last = n - 1
-      act_buf = act_buf.at[last].set(a)
-      pred = self.predict(params, buf, act_buf)
-      z_next = jax.tree.map(lambda x: x[last], pred)
-      full = n == k
+    def step(buf, act):  # Sliding: frames i-k+1..i and their actions; read the last prediction.
+      z_next = jax.tree.map(lambda x: x[-1], self.predict(params, buf, act))
+      return jax.tree.map(lambda b, x: jnp.concatenate([b[1:], x[None]]), buf, z_next), z_next
 
-      def push(b, x):
-        appended = b.at[jnp.minimum(n, k - 1)].set(x)
-        slid = jnp.concatenate([b[1:], x[None]])
-        return jnp.where(full, slid, appended)
+    windows = jnp.stack([actions[i - k + 1:i + 1] for i in range(k, h)])
+    _, tail = jax.lax.scan(step, jax.tree.map(lambda x: x[1:], head), windows)
+    return jax.tree.map(lambda a, b: jnp.concatenate([a, b]), head, tail)
 
-      buf = jax.tree.map(push, buf, z_next)
-      act_buf = jnp.where(full, jnp.roll(act_buf, -1, axis=0), act_buf)
-      return (buf, act_buf, jnp.minimum(n + 1, k)), z_next
-
-    _, zs = jax.lax.scan(step, (buf, act_buf, jnp.int32(1)), actions)
-    return jax.tree.map(lambda x0, x: jnp.concatenate([x0[None], x]), z0, zs)
+def _tokens(visual: jax.Array, proprio_emb: jax.Array, action_emb: jax.Array) -> jax.Array:
+  """Predictor input (section 2): proprio and action embeddings tiled on every patch,
+  concatenated on features. visual (..., N, Dv), embeddings (..., E) -> (..., N, Dv + Ep + Ea)."""
+  n = visual.shape[-2]
+  tile = lambda e: jnp.broadcast_to(e[..., None, :], (*e.shape[:-1], n, e.shape[-1]))
+  return jnp.concatenate([visual, tile(proprio_emb), tile(action_emb)], axis=-1)
