@@ -23,9 +23,11 @@ while loop ONCE, not times its trip count, so the whole-program figure of a scan
 (column `xla_program_flops`, kept for reference) is 1-3 orders of magnitude too low. Each row's
 FLOPs are therefore the cost analysis of its loop-free unit times the number of units it runs:
   forward, train: the call itself;
-  cem:  iterations x horizon x one predictor call on the population (the history rollout runs the
-        full num_hist-frame window from its first step: fixed shapes);
-  adam: horizon x (steps x one predictor forward + backward w.r.t. its inputs + one forward).
+  cem:  iterations x the population's rollout;
+  adam: steps x (the rollout's forward + backward w.r.t. its inputs) + one forward;
+  a rollout: one predictor call on its window per step, except the growing steps of a history
+        rollout (one new frame each, earlier frames' keys and values cached), counted as the
+        loop-free program they are (`rollout_flops`).
 Units are counted on the XLA-attention program (`Lowered.cost_analysis`, no compile), since XLA
 cannot see inside the cuDNN attention custom call: every --attention choice gets the same count,
 that of the masked form (all T x T frame blocks of logits; the 'prefix' form that cuDNN runs
@@ -256,6 +258,35 @@ def random_latents(model, key: jax.Array, lead: tuple[int, ...]) -> dict[str, ja
           'proprio': jax.random.normal(kp, lead + (s.proprio_emb_dim,))}
 
 
+def rollout_flops(model, params, n: int, h: int, rollout: str, backward: bool = False):
+  """FLOPs of n rollouts of h steps on the XLA-attention program, forward or forward + backward
+  w.r.t. the latents and actions: a one-frame rollout's steps and a history rollout's sliding
+  steps as predictor calls on their window (XLA counts a scan body once), a history rollout's
+  growing steps (the first min(num_hist, h), unrolled) as their own program."""
+  xla, k = with_xla_attention(model), model.num_hist
+
+  def cost(fn, z, a):
+    if backward:
+      total = lambda p, z, a: sum(jnp.sum(x) for x in jax.tree.leaves(fn(p, z, a)))
+      return unit_flops(lambda p, z, a: jax.value_and_grad(total, argnums=(1, 2))(p, z, a),
+                        params, z, a)
+    return unit_flops(fn, params, z, a)
+
+  grow = min(k, h) if rollout == 'history' else 0
+  window = k if rollout == 'history' else 1
+  costs = []
+  if h > grow:
+    step = cost(lambda p, z, a: xla.predict(p, z, a),
+                random_latents(model, jax.random.key(6), (n, window)),
+                jnp.zeros((n, window, model.action_dim)))
+    costs.append(None if step is None else (h - grow) * step)
+  if grow:
+    costs.append(cost(
+        lambda p, z, a: jax.vmap(lambda z, a: xla.rollout(p, z, a, mode='history'))(z, a),
+        random_latents(model, jax.random.key(6), (n,)), jnp.zeros((n, grow, model.action_dim))))
+  return None if None in costs else sum(costs)
+
+
 # ------------------------------------------------------------------------------------- rows
 def forward_row(model, params, batch: int) -> dict[str, Any]:
   k = model.num_hist
@@ -298,14 +329,10 @@ def cem_row(model, params, plan_cfg) -> dict[str, Any]:
   fn = lambda params, z0, zg, keys: _plan_batch(
       model, planner, params, z0, zg, keys, c.objective, c.rollout, plan_cfg.alpha,
       plan_cfg.objective_base, h)
-  xla, k = with_xla_attention(model), model.num_hist
-  window = k if c.rollout == 'history' else 1
 
   def count():
-    z = random_latents(model, jax.random.key(6), (c.num_samples, window))
-    a = jnp.zeros((c.num_samples, window, model.action_dim))
-    unit = unit_flops(lambda p, z, a: xla.predict(p, z, a), params, z, a)
-    return None if unit is None else c.num_iterations * h * unit
+    unit = rollout_flops(model, params, c.num_samples, h, c.rollout)
+    return None if unit is None else c.num_iterations * unit
 
   return dict(name='cem', instances=1,
               settings=(f'CEM {c.num_samples} x {c.num_iterations} (top {c.num_elites}), H={h}, '
@@ -321,22 +348,11 @@ def adam_row(model, params, plan_cfg, instances: int) -> dict[str, Any]:
   fn = lambda params, z0, zg, keys: _plan_batch(
       model, planner, params, z0, zg, keys, c.objective, c.rollout, plan_cfg.alpha,
       plan_cfg.objective_base, h)
-  xla, k = with_xla_attention(model), model.num_hist
-  window = k if c.rollout == 'history' else 1
 
   def count():
-    z = random_latents(model, jax.random.key(6), (instances, window))
-    a = jnp.zeros((instances, window, model.action_dim))
-
-    def fwd(p, z, a):
-      return xla.predict(p, z, a)
-
-    def fwd_bwd(p, z, a):  # Forward + backward w.r.t. the inputs (latents and actions).
-      total = lambda z, a: sum(jnp.sum(x) for x in jax.tree.leaves(xla.predict(p, z, a)))
-      return jax.value_and_grad(total, argnums=(0, 1))(z, a)
-
-    f, fb = unit_flops(fwd, params, z, a), unit_flops(fwd_bwd, params, z, a)
-    return None if f is None or fb is None else h * (c.num_steps * fb + f)
+    f = rollout_flops(model, params, instances, h, c.rollout)
+    fb = rollout_flops(model, params, instances, h, c.rollout, backward=True)
+    return None if f is None or fb is None else c.num_steps * fb + f
 
   return dict(name='adam', instances=instances,
               settings=f'Adam lr {c.lr:g} x {c.num_steps}, H={h}, {c.rollout}, {c.objective}',

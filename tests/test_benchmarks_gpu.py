@@ -48,8 +48,10 @@ def test_tiny_run_writes_every_row_with_finite_times(tmp_path):
   for key in (('forward', 16), ('train', 4)):
     r = rows[key]
     assert r['flops'] == pytest.approx(r['xla_program_flops'], rel=0.1), r
-  # Scanned planners: XLA counts a loop body once; the unit count is iterations x horizon larger.
-  assert rows[('cem', 1)]['flops'] > 5 * rows[('cem', 1)]['xla_program_flops']
+  # Scanned planners: XLA counts a loop body once. CEM (test sizes: 2 iterations, horizon 5,
+  # history rollout with 3 growing steps and 2 sliding ones in a scan) runs ~2.5x the program
+  # XLA counts; Adam (4 steps of a 5-step one-frame scan) far more.
+  assert rows[('cem', 1)]['flops'] > 2 * rows[('cem', 1)]['xla_program_flops']
   assert rows[('adam', 1)]['flops'] > 5 * rows[('adam', 1)]['xla_program_flops']
   assert rows[('adam', 3)]['flops'] == pytest.approx(3 * rows[('adam', 1)]['flops'], rel=0.05)
 
