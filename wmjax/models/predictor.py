@@ -179,9 +179,9 @@ class Predictor(nn.Module):
       tokens: (..., T, N, D), T <= num_frames; with `cache`, T = 1 (the next frame).
       deterministic: False enables dropout.
       cache: None, or the keys and values of the frames before `tokens`, as the previous call
-        returned them (`()` for none: `tokens` is frame 0). Frame-causal attention means frames already
-        in the window keep their keys and values while it grows, so each step of a growing
-        rollout computes only its newest frame.
+        returned them (`()` for none: `tokens` is frame 0). Under frame-causal attention the
+        frames already in a growing window keep their keys and values, so each step of a
+        growing rollout computes only its newest frame.
 
     Returns:
       Without `cache`: (..., T, N, D); output t predicts frame t+1. With `cache`:
