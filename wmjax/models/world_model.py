@@ -367,7 +367,7 @@ class WorldModel:
       return self._split_tokens(out)
 
   def _split_tokens(self, out: jax.Array) -> Latent:
-    """Predictor output (..., N, Dv + proprio emb + action emb) -> Latent (..., N, Dv), (..., 10)."""
+    """Predictor output (..., N, Dv + Ep + Ea) -> Latent (..., N, Dv), (..., Ep)."""
     dv = out.shape[-1] - self.proprio_emb_dim - self.action_emb_dim
     return {'visual': out[..., :dv],
             'proprio': out[..., dv:dv + self.proprio_emb_dim].mean(axis=-2)}
