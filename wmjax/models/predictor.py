@@ -191,13 +191,11 @@ class Predictor(nn.Module):
     if tokens.ndim < 3:
       raise ValueError(f'Predictor tokens must be (..., T, N, D); got shape {tokens.shape}.')
     *batch, t, n, d = tokens.shape
-    start = 0
-    if cache is not None:
-      if t != 1:
-        raise ValueError(f'With a cache the predictor takes one frame (..., 1, N, D); got T={t}.')
-      if cache and len(cache) != self.depth:
-        raise ValueError(f'cache has {len(cache)} blocks; the predictor has depth {self.depth}.')
-      start = cache[0][0].shape[1] // n if cache else 0
+    if cache is not None and t != 1:
+      raise ValueError(f'With a cache the predictor takes one frame (..., 1, N, D); got T={t}.')
+    if cache and len(cache) != self.depth:
+      raise ValueError(f'cache has {len(cache)} blocks; the predictor has depth {self.depth}.')
+    start = cache[0][0].shape[1] // n if cache else 0  # Frames already in the window.
     if start + t > self.num_frames:
       raise ValueError(f'Predictor window has T={start + t} frames > num_hist={self.num_frames}.')
     impl = resolve_attention_impl(self.attention_impl, dtype, self.head_dim)
