@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -16,6 +17,7 @@ from experiments.configs import pusht
 from experiments.configs import wall
 from limits import TIMEOUT_S
 from wmjax import checks
+from wmjax import envs
 from wmjax import io
 from wmjax import training
 from wmjax.experiment import generate
@@ -56,8 +58,12 @@ def check_results(r, planner, mode, num_replans, execute):
   assert r['num_instances'] == n and len(r['instances']) == n
   for inst in r['instances']:
     assert set(inst) >= {'success', 'final_distance', 'min_distance', 'replans_to_success',
-                         'init_state', 'goal_state'}
+                         'init_state', 'goal_state', 'final_state'}
     assert inst['min_distance'] <= inst['final_distance'] + 1e-5
+    final_distance = envs.load('wall').distance(
+        jnp.asarray(inst['final_state']), jnp.asarray(inst['goal_state']))
+    np.testing.assert_allclose(float(final_distance), inst['final_distance'], rtol=1e-5,
+                               atol=1e-5)
     if inst['success']:
       assert 1 <= inst['replans_to_success'] <= num_replans
   k = sum(i['success'] for i in r['instances'])

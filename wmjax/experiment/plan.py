@@ -150,6 +150,7 @@ def _evaluate(config, workdir, checkpoint, progress, mesh):
   distances = np.asarray(jax.jit(jax.vmap(jax.vmap(env.distance, (0, None))))(
       jnp.asarray(ep.states), jnp.asarray(goal)))  # (N, T)
   success = np.asarray(ep.success, bool)
+  final_states = np.asarray(ep.states)[:, -1]  # (N, S)
   k = int(success.sum())
   plan_nonfinite = np.asarray(ep.plan_nonfinite)  # (N, R) guarded steps or samples per plan.
   bad_plans = ~np.isfinite(np.asarray(ep.plan_costs))  # (N, R) plans without a finite cost.
@@ -187,6 +188,7 @@ def _evaluate(config, workdir, checkpoint, progress, mesh):
           'replans_to_success': int(ep.replans_to_success[i]) if success[i] else None,
           'success_step': int(ep.success_step[i]) if success[i] else None,
           'init_state': init[i].tolist(), 'goal_state': goal[i].tolist(),
+          'final_state': final_states[i].tolist(),
           'first_plan_cost': float(ep.plan_costs[i, 0]),
           'num_nonfinite': int(plan_nonfinite[i].sum()),
           'num_nonfinite_plans': int(bad_plans[i].sum()),
