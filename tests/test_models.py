@@ -177,6 +177,24 @@ def test_predictor_cache_extends_a_window_frame_by_frame():
     pred.apply(params, tokens[:, :1], cache=cache)
 
 
+def test_predictor_last_frame_only_is_the_windows_last_output():
+  """A sliding rollout reads only the newest prediction; computing the last block for the last
+  frame alone gives it exactly, also under vmap and grad."""
+  pred = predictor_lib.Predictor(num_frames=3, **TINY_PREDICTOR)
+  tokens = _tokens((2, 3, 4, 20))
+  params = pred.init(jax.random.key(0), tokens)
+  last = lambda p, x: pred.apply(p, x, last_frame_only=True)
+  full = pred.apply(params, tokens)
+  assert last(params, tokens).shape == (2, 1, 4, 20)
+  np.testing.assert_allclose(last(params, tokens), full[:, -1:], atol=1e-5)
+  np.testing.assert_allclose(jax.vmap(last, (None, 0))(params, tokens), full[:, -1:], atol=1e-5)
+  grad = lambda f: jax.grad(lambda x: jnp.sum(jnp.sin(f(params, x)[:, -1])))(tokens)
+  np.testing.assert_allclose(grad(last), grad(pred.apply), atol=1e-5)
+  np.testing.assert_allclose(last(params, tokens[:, :1]), full[:, :1], atol=1e-5)
+  with pytest.raises(ValueError, match='last_frame_only'):
+    pred.apply(params, tokens[:, :1], cache=(), last_frame_only=True)
+
+
 @pytest.mark.parametrize('mode', models.ROLLOUT_MODES)
 def test_rollout_gradients_wrt_actions(setup, mode):
   wm, params, z, _ = setup

@@ -112,18 +112,23 @@ class _Block(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, num_frames: int, deterministic: bool,
-               past: tuple[jax.Array, jax.Array] | None = None
+               past: tuple[jax.Array, jax.Array] | None = None, last_frame_only: bool = False
                ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """x: (B, L, width). Without `past`, L = num_frames * N (the whole window). With `past`, the
     keys and values (B, P, H, Dh) of the earlier frames, x is the next frame's tokens: it sees
-    them and itself. Returns (x', (keys, values)) of every frame so far."""
+    them and itself. `last_frame_only`: every frame gives keys and values, only the last one's
+    tokens are computed and returned. Returns (x', (keys, values)) of every frame so far."""
     b, l, _ = x.shape
     inner = self.num_heads * self.head_dim
     h = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name='norm1')(x)
     qkv = nn.Dense(3 * inner, use_bias=False, dtype=self.dtype, name='qkv')(h)
     q, k, v = jnp.split(qkv.reshape(b, l, 3, self.num_heads, self.head_dim), 3, axis=2)
     q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0]
-    if past is None:  # Frame-causal attention (section 2).
+    if last_frame_only and num_frames > 1:  # The last frame's queries see every frame: no mask.
+      l //= num_frames
+      x, q = x[:, -l:], q[:, -l:]
+      a = jax.nn.dot_product_attention(q, k, v, implementation=self.attention_impl)
+    elif past is None:  # Frame-causal attention (section 2).
       a = attention_lib.frame_causal_attention(
           q, k, v, num_frames, implementation=self.attention_impl, method=self.attention_method)
     else:  # The newest frame sees every earlier frame and itself: no mask.
@@ -172,7 +177,8 @@ class Predictor(nn.Module):
 
   @nn.compact
   def __call__(self, tokens: jax.Array, deterministic: bool = True,
-               cache: tuple[tuple[jax.Array, jax.Array], ...] | None = None):
+               cache: tuple[tuple[jax.Array, jax.Array], ...] | None = None,
+               last_frame_only: bool = False):
     """The predictor over a whole window, or one frame more of a window (`cache`).
 
     Args:
@@ -182,10 +188,13 @@ class Predictor(nn.Module):
         returned them (`()` for none: `tokens` is frame 0). Under frame-causal attention the
         frames already in a growing window keep their keys and values, so each step of a
         growing rollout computes only its newest frame.
+      last_frame_only: return the last frame's output only: the last block computes its
+        tokens alone (earlier frames still give it keys and values), which a sliding rollout
+        that reads only the newest prediction does not need to pay for.
 
     Returns:
-      Without `cache`: (..., T, N, D); output t predicts frame t+1. With `cache`:
-      (output (..., 1, N, D), cache extended by this frame).
+      Without `cache`: (..., T, N, D), or (..., 1, N, D) with `last_frame_only`; output t
+      predicts frame t+1. With `cache`: (output (..., 1, N, D), cache extended by this frame).
     """
     dtype = check_options(self.attention_impl, self.dtype, self.width, self.pad_width_to)
     if tokens.ndim < 3:
@@ -193,6 +202,9 @@ class Predictor(nn.Module):
     *batch, t, n, d = tokens.shape
     if cache is not None and t != 1:
       raise ValueError(f'With a cache the predictor takes one frame (..., 1, N, D); got T={t}.')
+    if cache is not None and last_frame_only:
+      raise ValueError('last_frame_only is for a whole window; with a cache the output is '
+                       'already the one new frame.')
     if cache and len(cache) != self.depth:
       raise ValueError(f'cache has {len(cache)} blocks; the predictor has depth {self.depth}.')
     start = cache[0][0].shape[1] // n if cache else 0  # Frames already in the window.
@@ -214,10 +226,11 @@ class Predictor(nn.Module):
     for i in range(self.depth):
       x, kv_i = _Block(width, self.num_heads, self.head_dim, self.mlp_dim, self.dropout, impl,
                        method, dtype, name=f'block_{i}')(
-                           x, t, deterministic, past=cache[i] if cache else None)
+                           x, t, deterministic, past=cache[i] if cache else None,
+                           last_frame_only=last_frame_only and i == self.depth - 1)
       kv.append(kv_i)
     x = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name='norm')(x)
     if project:
       x = nn.Dense(d, dtype=dtype, name='proj_out')(x)
-    out = x.astype(jnp.float32).reshape(*batch, t, n, d)
+    out = x.astype(jnp.float32).reshape(*batch, 1 if last_frame_only else t, n, d)
     return out if cache is None else (out, tuple(kv))

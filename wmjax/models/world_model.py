@@ -436,14 +436,16 @@ class WorldModel:
     While it grows, frame-causal attention leaves the keys and values of the frames already in
     the window unchanged, so each growing step runs the predictor on its newest frame only (a
     key/value cache); once the window slides, every frame moves to another position embedding and
-    the whole window is recomputed.
+    the whole window is recomputed, but its last block only for the newest frame (the one read).
     """
     k, h = self.num_hist, actions.shape[0]
+    predictor = lambda tokens, **kw: self.predictor.apply({'params': params['predictor']},
+                                                          tokens, **kw)
     z, cache, zs = z0, (), [z0]
     for i in range(min(k, h)):  # Growing: frames 0..i, only frame i is new.
       tokens = _tokens(z['visual'][None], z['proprio'][None],
                        self.embed_actions(params, actions[i][None]))
-      out, cache = self.predictor.apply({'params': params['predictor']}, tokens, cache=cache)
+      out, cache = predictor(tokens, cache=cache)
       z = self._split_tokens(out[0])
       zs.append(z)
     head = jax.tree.map(lambda *x: jnp.stack(x), *zs)
@@ -451,7 +453,9 @@ class WorldModel:
       return head
 
     def step(buf, act):  # Sliding: frames i-k+1..i and their actions; read the last prediction.
-      z_next = jax.tree.map(lambda x: x[-1], self.predict(params, buf, act))
+      out = predictor(_tokens(buf['visual'], buf['proprio'], self.embed_actions(params, act)),
+                      last_frame_only=True)
+      z_next = self._split_tokens(out[0])
       return jax.tree.map(lambda b, x: jnp.concatenate([b[1:], x[None]]), buf, z_next), z_next
 
     windows = jnp.stack([actions[i - k + 1:i + 1] for i in range(k, h)])
