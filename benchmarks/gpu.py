@@ -261,8 +261,8 @@ def random_latents(model, key: jax.Array, lead: tuple[int, ...]) -> dict[str, ja
 def rollout_flops(model, params, n: int, h: int, rollout: str, backward: bool = False):
   """FLOPs of n rollouts of h steps on the XLA-attention program, forward or forward + backward
   w.r.t. the latents and actions: a one-frame rollout's steps and a history rollout's sliding
-  steps as predictor calls on their window (XLA counts a scan body once), a history rollout's
-  growing steps (the first min(num_hist, h), unrolled) as their own program."""
+  steps (`predict_next`) as predictor calls on their window (XLA counts a scan body once), a
+  history rollout's growing steps (the first min(num_hist, h), unrolled) as their own program."""
   xla, k = with_xla_attention(model), model.num_hist
 
   def cost(fn, z, a):
@@ -276,7 +276,7 @@ def rollout_flops(model, params, n: int, h: int, rollout: str, backward: bool = 
   window = k if rollout == 'history' else 1
   costs = []
   if h > grow:
-    step = cost(lambda p, z, a: xla.predict(p, z, a),
+    step = cost(lambda p, z, a: xla.predict_next(p, z, a),
                 random_latents(model, jax.random.key(6), (n, window)),
                 jnp.zeros((n, window, model.action_dim)))
     costs.append(None if step is None else (h - grow) * step)

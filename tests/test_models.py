@@ -1,5 +1,7 @@
 """Contracts of the world-model modules at tiny sizes."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -141,6 +143,8 @@ def test_rollouts_match_python_loops(setup):
     window = {k: jnp.stack([f[k] for f in frames[lo:]]) for k in ('visual', 'proprio')}
     pred = predict(params, window, actions[lo:t + 1])
     frames.append(jax.tree.map(lambda x: x[-1], pred))
+    jax.tree.map(functools.partial(np.testing.assert_allclose, atol=1e-5), frames[-1],
+                 wm.predict_next(params, window, actions[lo:t + 1]))
   got = jax.jit(lambda p, z0, a: wm.rollout(p, z0, a, mode='history'))(params, z0, actions)
   for k in ('visual', 'proprio'):
     np.testing.assert_allclose(got[k], np.stack([f[k] for f in frames]), atol=1e-5)

@@ -392,6 +392,30 @@ class WorldModel:
                                  self.embed_actions(params, actions), rng=rng,
                                  deterministic=deterministic)
 
+  def predict_next(self, params: Mapping[str, Any], z: Latent, actions: jax.Array) -> Latent:
+    """The frame after a window: `predict(...)`'s last entry, with the predictor's last block
+    computed for the last frame alone (deterministic).
+
+    Args:
+      params: world-model params.
+      z: Latent with 'visual' (..., T, N, Dv), 'proprio' (..., T, 10); T <= num_hist.
+      actions: (..., T, frameskip*A) normalised.
+
+    Returns:
+      Latent with 'visual' (..., N, Dv), 'proprio' (..., 10).
+    """
+    lead = self._check_latent(z, 'z')
+    self._check_actions(actions, lead)
+    if not lead:
+      raise ValueError(f'predict_next needs a window: visual (..., T, N, Dv); got '
+                       f'{_shape(z["visual"])}.')
+    self._check_window(lead[-1])
+    out = self.predictor.apply(
+        {'params': params['predictor']},
+        _tokens(z['visual'], z['proprio'], self.embed_actions(params, actions)),
+        last_frame_only=True)
+    return self._split_tokens(out[..., 0, :, :])
+
   # ---------------------------------------------------------------- rollouts
   def rollout(self, params: Mapping[str, Any], z0: Latent, actions: jax.Array,
               mode: str = 'markov') -> Latent:
@@ -439,13 +463,11 @@ class WorldModel:
     the whole window is recomputed, but its last block only for the newest frame (the one read).
     """
     k, h = self.num_hist, actions.shape[0]
-    predictor = lambda tokens, **kw: self.predictor.apply({'params': params['predictor']},
-                                                          tokens, **kw)
     z, cache, zs = z0, (), [z0]
     for i in range(min(k, h)):  # Growing: frames 0..i, only frame i is new.
       tokens = _tokens(z['visual'][None], z['proprio'][None],
                        self.embed_actions(params, actions[i][None]))
-      out, cache = predictor(tokens, cache=cache)
+      out, cache = self.predictor.apply({'params': params['predictor']}, tokens, cache=cache)
       z = self._split_tokens(out[0])
       zs.append(z)
     head = jax.tree.map(lambda *x: jnp.stack(x), *zs)
@@ -453,9 +475,7 @@ class WorldModel:
       return head
 
     def step(buf, act):  # Sliding: frames i-k+1..i and their actions; read the last prediction.
-      out = predictor(_tokens(buf['visual'], buf['proprio'], self.embed_actions(params, act)),
-                      last_frame_only=True)
-      z_next = self._split_tokens(out[0])
+      z_next = self.predict_next(params, buf, act)
       return jax.tree.map(lambda b, x: jnp.concatenate([b[1:], x[None]]), buf, z_next), z_next
 
     windows = jnp.stack([actions[i - k + 1:i + 1] for i in range(k, h)])
