@@ -373,7 +373,7 @@ def train_row(model, params, config, batch: int) -> dict[str, Any]:
     def loss_fn(params, frozen, batch, key):
       # The teacher-forcing loss of wmjax.training with the frozen encoder's output given.
       full = {**params, **frozen}
-      prop = model.proprio_encoder.apply({'params': full['proprio_encoder']}, batch['proprio'])
+      prop = model.encode_proprio(full, batch['proprio'])
       inputs = training.PredictorInputs(visual=batch['visual'][:, :-1], proprio=prop[:, :-1],
                                         actions=model.embed_actions(full, batch['actions']))
       targets = training.Targets(visual=batch['visual'][:, 1:],

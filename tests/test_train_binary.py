@@ -189,7 +189,9 @@ def test_conv_encoder_is_pretrained_once_and_kept(tmp_path, dataset_dir, capsys)
   c.model.conv.channels = (4, 4, 4, 4)  # 64 px -> 4 x 4 tokens.
   c.model.conv.token_dim = 4
   summary = train_lib.train_and_evaluate(c, workdir, progress=False)
-  assert 'Pretraining the conv encoder' in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert 'Pretraining the conv encoder' in out
+  assert 'Token cache: ' in out and 'frames encoded once' in out  # Frozen encoder, run once.
   assert summary['encoder_pretraining']['images'] == 16
   ck = training.Checkpointer(os.path.join(workdir, layout.WORLD_MODEL_DIR))
   assert ck.steps() == [0, 2]  # Step 0 holds the freshly pretrained encoder.
@@ -204,6 +206,7 @@ def test_conv_encoder_is_pretrained_once_and_kept(tmp_path, dataset_dir, capsys)
   summary = train_lib.train_and_evaluate(c, workdir, progress=False, accept_changed_settings=True)
   out = capsys.readouterr().out
   assert 'Pretraining' not in out and 'train.steps: checkpoint has 2, this run 4' in out
+  assert 'Token cache: ' in out  # Rebuilt from the checkpoint's encoder on resume.
   assert summary['resumed_from'] == 2 and summary['steps'] == 4
 
 

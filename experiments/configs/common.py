@@ -32,6 +32,9 @@ def base_config(task: str, variant: str) -> ml_collections.ConfigDict:
                            # None: execute raw actions as the task's reference does (Wall and
                            # PushT unclipped, PointMaze clipped to [-1, 1]); True clips Wall's
                            # and PushT's actions to [-1, 1] (an ablation, not the reference).
+  c.token_cache_gb = 4.0   # Training and AWM: encode every dataset frame once when its tokens
+                           # fit in this many GB (the encoder is frozen); else, or 0, render and
+                           # encode each batch (wmjax/training/token_cache.py).
 
   # Offline dataset (experiments/generate_data.py).
   c.data = ml_collections.ConfigDict()

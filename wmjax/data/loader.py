@@ -20,7 +20,7 @@ Arrays are put on device once (`to_device`); sampling and rendering happen insid
 """
 
 import functools
-from typing import Any, Iterator, Mapping, NamedTuple
+from typing import Any, Iterator, Mapping, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -68,12 +68,16 @@ class WindowArrays(NamedTuple):
     proprio: (N, T+1, P) raw.
     actions: (N, T, A) raw.
     stats: normalisation statistics.
+    visual: None, or (N, T+1, tokens, Dv) the frozen encoder's tokens of every frame, computed
+      once (`wmjax.training.token_cache`); windows then carry them instead of being rendered and
+      encoded at every step.
   """
 
   states: jax.Array
   proprio: jax.Array
   actions: jax.Array
   stats: Stats
+  visual: Optional[jax.Array] = None
 
 
 def to_device(ds: dataset_lib.Dataset, device: Any = None) -> WindowArrays:
@@ -140,7 +144,8 @@ def gather_windows(arrays: WindowArrays, traj: jax.Array, start: jax.Array, num_
 
   Returns:
     {'state': (B, num_hist+1, S) raw, 'proprio': (B, num_hist+1, P) normalised,
-     'actions': (B, num_hist, frameskip*A) normalised}.
+     'actions': (B, num_hist, frameskip*A) normalised}, and 'visual' (B, num_hist+1, tokens,
+    Dv) when `arrays` carries the encoder's tokens.
   """
   _check_window(arrays, num_hist, frameskip)
   b = traj.shape[0]
@@ -152,11 +157,14 @@ def gather_windows(arrays: WindowArrays, traj: jax.Array, start: jax.Array, num_
   # Section 2: a model action is frameskip raw actions concatenated.
   actions = raw.reshape(b, num_hist, frameskip * raw.shape[-1])
   normalizer = execution.normalizer_from_stats(arrays.stats)
-  return {
+  batch = {
       'state': states,
       'proprio': normalizer.normalize_proprio(proprio),
       'actions': normalizer.normalize_actions(actions),
   }
+  if arrays.visual is not None:
+    batch['visual'] = arrays.visual[traj[:, None], frame_idx]
+  return batch
 
 
 @functools.partial(jax.jit, static_argnames=('batch_size', 'num_hist', 'frameskip'))

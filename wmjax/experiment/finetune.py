@@ -221,6 +221,11 @@ def _finetune(config, workdir, progress, mesh, accept_changed_settings):
         f'({base_info["which"]}, step {base_info["step"]}).')
   meta.update(pretrained=base_info, finetune_method=f.method)
 
+  if f.method == 'adversarial':  # OWM's batches mix in executed windows, rendered per step.
+    train, note = training.maybe_add_tokens(model, training.full_params(state), train, env,
+                                            int(config.image_size),
+                                            float(config.token_cache_gb))
+    say(f'{note[0].upper()}{note[1:]}.')
   eval_batch, rollout_eval = evaluation.eval_functions(model, mesh)
   state, train = parallel.replicate((state, train), mesh)
   validate = None if val is None else (lambda state: evaluation.validation_loss(

@@ -97,6 +97,9 @@ def check_config(config: ml_collections.ConfigDict,
                   f'{training.optim.SCHEDULES}')
   if int(config.image_size) < 1:
     errors.append(f'image_size must be >= 1; got {config.image_size}')
+  if float(config.get('token_cache_gb', 0.0)) < 0:
+    errors.append(f'token_cache_gb must be >= 0 (0: no token cache); got '
+                  f'{config.token_cache_gb}')
   if 'probe' in config and int(config.probe.train_frames) > 0 and int(
       config.probe.test_frames) < 1:
     errors.append(f'probe.test_frames must be >= 1 when probe.train_frames > 0; got '
@@ -206,6 +209,10 @@ def _train_and_evaluate(config, workdir, progress, mesh, accept_changed_settings
   if resumed_from is None and pretrain_summary is not None:
     ckpt.save(state, meta)  # The pretrained encoder is kept even if training stops early.
 
+  train, note = training.maybe_add_tokens(model, training.full_params(state), train, env,
+                                          int(config.image_size), float(config.token_cache_gb))
+  if primary:
+    print(f'{note[0].upper()}{note[1:]}.')
   windows = iterations.Windows(env, int(config.num_hist), int(config.frameskip),
                                int(config.image_size), needs_pixels, mesh)
   iteration = iterations.teacher_forcing_iteration(model, optimizer, windows, int(t.batch_size),

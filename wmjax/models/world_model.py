@@ -311,9 +311,13 @@ class WorldModel:
     with jax.named_scope('encode'):
       enc = jax.lax.stop_gradient(params['encoder'])  # Frozen encoder (section 2).
       visual = self.encoder.apply({'params': enc}, obs[self.obs_key])
-      proprio = self.proprio_encoder.apply({'params': params['proprio_encoder']},
-                                           jnp.asarray(obs['proprio'], jnp.float32))
-    return {'visual': visual, 'proprio': proprio}
+    return {'visual': visual, 'proprio': self.encode_proprio(params, obs['proprio'])}
+
+  def encode_proprio(self, params: Mapping[str, Any], proprio: jax.Array) -> jax.Array:
+    """proprio: (..., P) normalised -> (..., 10) proprio embedding (trainable, section 2)."""
+    with jax.named_scope('encode_proprio'):
+      return self.proprio_encoder.apply({'params': params['proprio_encoder']},
+                                        jnp.asarray(proprio, jnp.float32))
 
   def embed_actions(self, params: Mapping[str, Any], actions: jax.Array) -> jax.Array:
     """actions: (..., frameskip*A) normalised -> (..., 10) action embedding (section 2)."""

@@ -36,6 +36,8 @@ from wmjax.training.resume import Start
 from wmjax.training.resume import start_or_resume
 from wmjax.training.step import make_eval_step
 from wmjax.training.step import make_train_step
+from wmjax.training.token_cache import add_tokens
+from wmjax.training.token_cache import maybe_add_tokens
 from wmjax.training.train_state import create_train_state
 from wmjax.training.train_state import full_params
 from wmjax.training.train_state import split_params
@@ -43,6 +45,7 @@ from wmjax.training.train_state import TrainState
 
 __all__ = [
     'AdversarialConfig',
+    'add_tokens',
     'adversarial_loss',
     'attack',
     'build_world_model',
@@ -63,6 +66,7 @@ __all__ = [
     'make_meta',
     'make_optimizer',
     'make_train_step',
+    'maybe_add_tokens',
     'MetricWriter',
     'predict_loss',
     'probe_encoder',

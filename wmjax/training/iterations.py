@@ -79,10 +79,13 @@ class Windows:
     return data_lib.sample_windows(arrays, key, batch_size, self.num_hist, self.frameskip)
 
   def prepare(self, batch: Batch) -> Batch:
-    """Splits a batch across the mesh, then renders its pixels (per shard) if needed."""
+    """Splits a batch across the mesh, then renders its pixels (per shard) if the model reads
+    them and the batch does not carry the encoder's tokens already."""
     if self.mesh is not None:
       batch = parallel.constrain_batch(batch, self.mesh)
-    return data_lib.add_pixels(self.env, batch, self.image_size) if self.pixels else batch
+    if self.pixels and 'visual' not in batch:
+      batch = data_lib.add_pixels(self.env, batch, self.image_size)
+    return batch
 
   def jit_step(self, fn: StepFn) -> StepFn:
     """Jits `fn(state, arrays, root) -> (state, metrics)`, donating the state; on a mesh with

@@ -66,7 +66,8 @@ def encode_window(model: Any, params: Params, frozen: Params,
     params: trainable parameters ('proprio_encoder', 'action_encoder', 'predictor').
     frozen: frozen parameters ({'encoder': ...}).
     batch: {'pixels': (B, T+1, H, W, 3) uint8, 'proprio': (B, T+1, P), 'state': (B, T+1, S),
-      'actions': (B, T, fs*A) normalised}.
+      'actions': (B, T, fs*A) normalised}; with 'visual' (B, T+1, N, Dv), the frozen encoder's
+      tokens computed beforehand (`wmjax.training.token_cache`), the encoder is not run.
 
   Returns:
     (inputs, targets): inputs hold frames 0..T-1 and actions 0..T-1, targets frames 1..T.
@@ -80,10 +81,13 @@ def encode_window(model: Any, params: Params, frozen: Params,
         f'A window of T actions needs T+1 frames; got {num_frames} frames and {num_actions} '
         'actions.')
   full = merge_params(params, frozen)
-  z = model.encode(full, _observations(batch))
+  if 'visual' in batch:
+    visual, proprio = batch['visual'], model.encode_proprio(full, batch['proprio'])
+  else:
+    z = model.encode(full, _observations(batch))
+    visual, proprio = z['visual'], z['proprio']
   # The encoder is frozen (PAPER.md section 2): no gradient reaches it.
-  visual = jax.lax.stop_gradient(z['visual'])
-  proprio = z['proprio']
+  visual = jax.lax.stop_gradient(visual)
   inputs = PredictorInputs(
       visual=visual[:, :-1], proprio=proprio[:, :-1],
       actions=model.embed_actions(full, batch['actions']))
