@@ -50,16 +50,15 @@ def add_tokens(model: Any, params: Any, arrays: loader.WindowArrays, env: Any,
   chunk = max(1, min(int(chunk), total))
   num_chunks = -(-total // chunk)
   padded = jnp.concatenate([flat, jnp.repeat(flat[:1], num_chunks * chunk - total, axis=0)])
-  enc = {'encoder': params['encoder']}
 
   @jax.jit
-  def encode_all(enc, states):
+  def encode_all(encoder_params, states):
     def one(chunk_states):
       pixels = loader.add_pixels(env, {'state': chunk_states}, image_size)['pixels']
-      return model.encoder.apply({'params': enc['encoder']}, pixels)
+      return model.encoder.apply({'params': encoder_params}, pixels)
     return jax.lax.map(one, states.reshape(num_chunks, chunk, s))
 
-  tokens = encode_all(enc, padded)
+  tokens = encode_all(params['encoder'], padded)
   tokens = tokens.reshape(num_chunks * chunk, *tokens.shape[2:])[:total]
   return arrays._replace(visual=tokens.reshape(n, t1, *tokens.shape[1:]))
 
