@@ -3,7 +3,7 @@
 The encoder is frozen while the predictor trains and finetunes (PAPER.md section 2), so a frame's
 tokens never change. Rendering and encoding every window's num_hist + 1 frames at every step
 repeats that work steps x batch x (num_hist + 1) / frames times over (PushT `cpu`: 8,000 x 32 x
-4 / 100,000 = 10x; on 2 CPU cores the encoder was ~25-40% of a step). `add_tokens` encodes every
+4 / 100,000 = 10x; on 2 CPU cores caching saves 18-28% of a step). `add_tokens` encodes every
 frame of `WindowArrays` once; the training windows then carry 'visual' and skip rendering and
 encoding (`loader.gather_windows`, `losses.encode_window`). `maybe_add_tokens` does so when the
 model reads pixels and the tokens fit a memory budget (a DINOv2 cache of the paper's PushT data
