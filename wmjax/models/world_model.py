@@ -308,10 +308,15 @@ class WorldModel:
     gradient). With `float_pixels` the pixels are floats in [0, 255] instead of uint8: unquantised
     renders, through which the latent is differentiable in the image."""
     self._check_obs(obs, float_pixels)
+    return {'visual': self.encode_visual(params, obs[self.obs_key]),
+            'proprio': self.encode_proprio(params, obs['proprio'])}
+
+  def encode_visual(self, params: Mapping[str, Any], x: jax.Array) -> jax.Array:
+    """x: (..., H, W, 3) pixels | (..., S) state (`obs_key`) -> (..., N, Dv) tokens of the frozen
+    encoder (its parameters get no gradient, section 2)."""
     with jax.named_scope('encode'):
-      enc = jax.lax.stop_gradient(params['encoder'])  # Frozen encoder (section 2).
-      visual = self.encoder.apply({'params': enc}, obs[self.obs_key])
-    return {'visual': visual, 'proprio': self.encode_proprio(params, obs['proprio'])}
+      enc = jax.lax.stop_gradient(params['encoder'])
+      return self.encoder.apply({'params': enc}, x)
 
   def encode_proprio(self, params: Mapping[str, Any], proprio: jax.Array) -> jax.Array:
     """proprio: (..., P) normalised -> (..., 10) proprio embedding (trainable, section 2)."""
@@ -339,7 +344,7 @@ class WorldModel:
   # ---------------------------------------------------------------- predictor
   def predict_embedded(self, params: Mapping[str, Any], visual: jax.Array, proprio_emb: jax.Array,
                        action_emb: jax.Array, *, rng: jax.Array | None = None,
-                       deterministic: bool = True) -> Latent:
+                       deterministic: bool = True, last_frame_only: bool = False) -> Latent:
     """The predictor on already-embedded inputs (adversarial training perturbs exactly these).
 
     Args:
@@ -349,6 +354,8 @@ class WorldModel:
       action_emb: (..., T, 10) action embeddings (action t is taken at frame t).
       rng: PRNG key for dropout (required when deterministic=False).
       deterministic: False enables dropout.
+      last_frame_only: only the last entry (T = 1 in the output), the predictor's last block
+        computed for the last frame alone (`predict_next`).
 
     Returns:
       Latent with 'visual' (..., T, N, Dv), 'proprio' (..., T, 10); entry t predicts frame t+1.
@@ -367,7 +374,8 @@ class WorldModel:
       rngs = None if deterministic else {'dropout': rng}
       out = self.predictor.apply({'params': params['predictor']},
                                  _tokens(visual, proprio_emb, action_emb),
-                                 deterministic=deterministic, rngs=rngs)
+                                 deterministic=deterministic, rngs=rngs,
+                                 last_frame_only=last_frame_only)
       return self._split_tokens(out)
 
   def _split_tokens(self, out: jax.Array) -> Latent:
@@ -410,15 +418,9 @@ class WorldModel:
     """
     lead = self._check_latent(z, 'z')
     self._check_actions(actions, lead)
-    if not lead:
-      raise ValueError(f'predict_next needs a window: visual (..., T, N, Dv); got '
-                       f'{_shape(z["visual"])}.')
-    self._check_window(lead[-1])
-    out = self.predictor.apply(
-        {'params': params['predictor']},
-        _tokens(z['visual'], z['proprio'], self.embed_actions(params, actions)),
-        last_frame_only=True)
-    return self._split_tokens(out[..., 0, :, :])
+    out = self.predict_embedded(params, z['visual'], z['proprio'],
+                                self.embed_actions(params, actions), last_frame_only=True)
+    return jax.tree.map(lambda x: jnp.squeeze(x, axis=len(lead) - 1), out)
 
   # ---------------------------------------------------------------- rollouts
   def rollout(self, params: Mapping[str, Any], z0: Latent, actions: jax.Array,

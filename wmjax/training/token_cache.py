@@ -55,7 +55,7 @@ def add_tokens(model: Any, params: Any, arrays: loader.WindowArrays, env: Any,
   def encode_all(encoder_params, states):
     def one(chunk_states):
       pixels = loader.add_pixels(env, {'state': chunk_states}, image_size)['pixels']
-      return model.encoder.apply({'params': encoder_params}, pixels)
+      return model.encode_visual({'encoder': encoder_params}, pixels)
     return jax.lax.map(one, states.reshape(num_chunks, chunk, s))
 
   tokens = encode_all(params['encoder'], padded)
