@@ -210,6 +210,38 @@ def test_conv_encoder_is_pretrained_once_and_kept(tmp_path, dataset_dir, capsys)
   assert summary['resumed_from'] == 2 and summary['steps'] == 4
 
 
+def test_init_from_starts_on_new_data_from_another_runs_parameters(tmp_path, tmp_path_factory,
+                                                                    dataset_dir, capsys):
+  base = fresh_workdir(tmp_path, dataset_dir, 'base')
+  train_lib.train_and_evaluate(make_config(steps=4, checkpoint_every=4, eval_every=4), base,
+                               progress=False)
+  base_state, _ = final_state(base)
+  # Another dataset of the same task: allowed (the point is more or other data).
+  workdir = str(tmp_path / 'more_data')
+  more = wall.get_config('test')
+  more.data.num_trajectories = 12
+  generate.generate(more, workdir, progress=False, preview=False)
+  c = make_config(steps=2, checkpoint_every=2, eval_every=2, predictor_lr=0.0, encoder_lr=0.0,
+                  init_from=os.path.join(base, layout.WORLD_MODEL_DIR))
+  c.data.num_trajectories = 12
+  summary = train_lib.train_and_evaluate(c, workdir, progress=False)
+  assert 'Starting from the world model at' in capsys.readouterr().out
+  assert summary['initialised_from']['step'] == 4 and summary['steps'] == 2
+  state, meta = final_state(workdir)
+  assert meta['initialised_from']['step'] == 4
+  # At lr 0 two steps leave the loaded parameters as they were: the start was the base run's.
+  jax.tree.map(np.testing.assert_array_equal, state['params'], base_state['params'])
+  # Another model cannot start from it; a missing directory is refused before any work.
+  other = make_config(steps=2, init_from=os.path.join(base, layout.WORLD_MODEL_DIR))
+  other.model.predictor.mlp_dim = 64
+  with pytest.raises(ValueError, match=r'(?s)initial checkpoint does not match this config '
+                     r'\(--config.train.init_from\).*mlp_dim'):
+    train_lib.train_and_evaluate(other, fresh_workdir(tmp_path, dataset_dir, 'other'),
+                                 progress=False)
+  with pytest.raises(ValueError, match='train.init_from=.*is not a directory'):
+    train_lib.check_config(make_config(init_from=str(tmp_path / 'nowhere')))
+
+
 # ---------------------------------------------------------------------------------------------
 # Damage, non-finite values and concurrent runs. A reference run of 40 steps saves checkpoints
 # 20 and 40; each test damages a copy and checks that the run recovers to the same parameters

@@ -377,3 +377,14 @@ def test_settings_diff_names_every_field():
     training.check_settings(stored, config, keys=('seed', 'train'))
   assert training.check_settings(stored, config, keys=('seed', 'train'), accept=True) == [
       'seed: checkpoint has 0, this run 1', 'train.steps: checkpoint has 10, this run 20']
+
+
+def test_setting_added_since_the_checkpoint_matches_only_when_off():
+  stored = {'config': {'train': {'steps': 10}}}  # Written before train.init_from existed.
+  for off in ('', None, False):
+    config = ml_collections.ConfigDict({'train': {'steps': 10, 'init_from': off}})
+    assert training.check_settings(stored, config, keys=('train',)) == []
+  for on in ('/runs/base/world_model', 0, True):
+    config = ml_collections.ConfigDict({'train': {'steps': 10, 'init_from': on}})
+    assert training.check_settings(stored, config, keys=('train',), accept=True) == [
+        f"train.init_from: checkpoint has '<missing>', this run {on!r}"]

@@ -151,6 +151,9 @@ def train_config(variant: str) -> ml_collections.ConfigDict:
   t.lr_schedule = 'constant'           # constant | cosine (decays to 0 after warmup).
   t.warmup_steps = 0                   # Linear warmup steps from lr 0.
   t.grad_clip = 0.0                    # Global-norm gradient clip; 0 disables (DINO-WM: none).
+  t.init_from = ''                     # A world-model dir (<run>/world_model) to start from: its
+                                       # latest parameters, encoder included (no pretraining),
+                                       # on this run's dataset; same task and model config.
   t.log_every = v['log_every']         # Steps between training-metric records.
   t.eval_every = v['eval_every']       # Steps between validation losses (held-out trajectories).
   t.eval_batches = v['eval_batches']   # Validation batches (of batch_size fixed windows).

@@ -148,25 +148,52 @@ def load_pretrained(config, workdir: str, meta: dict[str, Any], target_params):
         f'No pretrained world model at {path}. Train one first:\n  python '
         f'experiments/train_world_model.py --config experiments/configs/{config.task}.py:'
         f'{config.variant} --workdir {workdir}\nor set --config.finetune.pretrained=DIR.')
+  return load_params(path, f.pretrained_checkpoint, meta, target_params,
+                     keys=checkpoint_lib.COMPARED_META, flag='finetune.pretrained',
+                     label='pretrained')
+
+
+def load_params(path: str, which: str, meta: dict[str, Any], target_params, *,
+                keys: tuple[str, ...], flag: str, label: str):
+  """Full parameters (trainable and frozen) of the world-model checkpoint at `path`.
+
+  Args:
+    path: a world-model output directory or its checkpoints directory.
+    which: 'best' (falls back to 'latest' when the run saved no best) or 'latest'.
+    meta: this run's checkpoint meta; its entries under `keys` must equal the stored ones.
+    target_params: abstract full parameters of the configured model (structure, shapes, dtypes).
+    keys: meta entries compared (e.g. task and model_config; dataset_fingerprint too when the
+      checkpoint must come from this run's data).
+    flag: the config field naming `path`, for error messages.
+    label: what the checkpoint is to this run ('pretrained', 'initial'), for error messages.
+
+  Returns:
+    (params, info): params shaped like `target_params`; info names the checkpoint and its step.
+
+  Raises:
+    ValueError: no such checkpoint, or one of another task, model or (if compared) dataset.
+    CorruptCheckpointError: the checkpoint is damaged.
+  """
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f'No world model at {path} ({flag}).')
   ckpt = training.Checkpointer(checkpoint_lib.resolve_checkpoint_dir(path), async_save=False)
+  hint = f'Choose another one (--config.{flag}) or retrain.'
   try:
-    which = f.pretrained_checkpoint
     if which == 'best' and ckpt.latest_step('best') is None:
       which = 'latest'
     try:
       stored = ckpt.read_meta(which)
     except training.CorruptCheckpointError as e:
-      raise training.CorruptCheckpointError(
-          f'The pretrained checkpoint is damaged: {e} Choose another one '
-          '(--config.finetune.pretrained_checkpoint) or retrain.') from e
+      raise training.CorruptCheckpointError(f'The {label} checkpoint is damaged: {e} {hint}'
+                                            ) from e
     if stored is None:
-      raise ValueError(f'No {which} checkpoint in {ckpt.directory}.')
+      raise ValueError(f'No {which} checkpoint in {ckpt.directory} ({flag}).')
     where = f'{ckpt.directory} ({which}, step {stored.get("step")})'
     try:
-      checkpoint_lib.check_meta(stored, meta, where=where)
+      checkpoint_lib.check_meta(stored, meta, keys=keys, where=where)
     except ValueError as e:
-      raise ValueError(f'The pretrained checkpoint does not match this finetune config. {e}'
-                       ) from None
+      raise ValueError(f'The {label} checkpoint does not match this config (--config.{flag}). '
+                       f'{e}') from None
     trainable, frozen = training.split_params(target_params)
     expected = training.TrainState(step=None, params=trainable, frozen=frozen, opt_state=None)
     checkpoint_lib.check_shapes(stored.get('shapes', {}),
@@ -174,12 +201,12 @@ def load_pretrained(config, workdir: str, meta: dict[str, Any], target_params):
     try:
       raw, _ = ckpt.restore_raw(which, stored['step'])
     except training.CorruptCheckpointError as e:
-      raise training.CorruptCheckpointError(
-          f'The pretrained checkpoint is damaged: {e} Choose another one '
-          '(--config.finetune.pretrained_checkpoint) or retrain.') from e
+      raise training.CorruptCheckpointError(f'The {label} checkpoint is damaged: {e} {hint}'
+                                            ) from e
   finally:
     ckpt.close()
   full = {**raw['params'], **raw['frozen']}
   params = jax.tree.map(lambda t, x: jnp.asarray(x, t.dtype), target_params, full)
   return params, {'path': os.path.abspath(ckpt.directory), 'which': which,
-                  'step': stored.get('step'), 'val_loss': stored.get('val_loss')}
+                  'step': stored.get('step'), 'val_loss': stored.get('val_loss'),
+                  'encoder_pretraining': stored.get('encoder_pretraining')}

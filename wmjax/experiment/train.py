@@ -71,6 +71,9 @@ def check_config(config: ml_collections.ConfigDict,
                     'weights); a randomly initialised frozen encoder is useless')
     elif not os.path.isfile(m.dinov2.weights):
       errors.append(f'model.dinov2.weights={m.dinov2.weights!r} is not a file')
+  if t.get('init_from') and not os.path.isdir(t.init_from):
+    errors.append(f'train.init_from={t.init_from!r} is not a directory (a world model to start '
+                  'from: <run>/world_model; "" trains from scratch)')
   if m.encoder == 'conv':
     stages = 2**len(m.conv.channels)
     if int(config.image_size) % stages:
@@ -185,10 +188,11 @@ def _train_and_evaluate(config, workdir, progress, mesh, accept_changed_settings
   if primary:
     io.clear_done(out_dir)  # Written again last, when this run has finished.
   writer = training.MetricWriter(out_dir) if primary else loop.NullWriter()
-  pretrain_summary = None
+  pretrain_summary = initial = None
   if resumed_from is not None:
     state, stored = start.state, start.meta
     pretrain_summary = stored.get('encoder_pretraining')
+    initial = stored.get('initialised_from')
     if primary:
       print(f'Resuming from the checkpoint at step {resumed_from} in {ckpt.directory}.')
       if start.changed_settings:
@@ -197,16 +201,28 @@ def _train_and_evaluate(config, workdir, progress, mesh, accept_changed_settings
     writer.truncate_after(resumed_from)
   else:
     writer.truncate_after(-1)  # Records of an earlier run without checkpoints.
-    encoder_params = None
-    if model.encoder_name == 'conv':
+    if t.init_from:
+      target = jax.eval_shape(lambda: model.init(jax.random.key(0), obs))
+      params, initial = layout.load_params(t.init_from, 'latest', meta, target,
+                                           keys=('task', 'model_config'),
+                                           flag='train.init_from', label='initial')
+      pretrain_summary = initial.pop('encoder_pretraining')
+      state = training.create_train_state(params, optimizer)
       if primary:
-        print(f'Pretraining the conv encoder ({t.encoder_pretrain_steps} steps) ...')
-      encoder_params, pretrain_summary = pretrain_encoder(config, env, train, model_kwargs,
-                                                          progress)
-      writer.write(0, pretrain_summary, split='encoder_pretraining')
-    state = init_state(encoder_params)
+        print(f'Starting from the world model at {initial["path"]} (step {initial["step"]}): '
+              'its encoder and predictor, a fresh optimiser, no encoder pretraining.')
+    else:
+      encoder_params = None
+      if model.encoder_name == 'conv':
+        if primary:
+          print(f'Pretraining the conv encoder ({t.encoder_pretrain_steps} steps) ...')
+        encoder_params, pretrain_summary = pretrain_encoder(config, env, train, model_kwargs,
+                                                            progress)
+        writer.write(0, pretrain_summary, split='encoder_pretraining')
+      state = init_state(encoder_params)
   meta['encoder_pretraining'] = pretrain_summary
-  if resumed_from is None and pretrain_summary is not None:
+  meta['initialised_from'] = initial
+  if resumed_from is None and pretrain_summary is not None and initial is None:
     ckpt.save(state, meta)  # The pretrained encoder is kept even if training stops early.
 
   train, note = training.maybe_add_tokens(model, training.full_params(state), train, env,
@@ -237,7 +253,7 @@ def _train_and_evaluate(config, workdir, progress, mesh, accept_changed_settings
       'final_val_loss': last_val, 'best_val_loss': best, 'best_step': ckpt.latest_step('best'),
       'num_params': int(sum(np.size(x) for x in jax.tree.leaves(state.params))),
       'encoder': model.encoder_name, 'encoder_pretraining': pretrain_summary,
-      'checkpoint_dir': ckpt.directory,
+      'initialised_from': initial, 'checkpoint_dir': ckpt.directory,
   }
   if val is not None:
     result = evaluation.final_evaluation(rollout_eval, training.full_params(state), val, config,

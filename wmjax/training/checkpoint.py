@@ -136,13 +136,18 @@ def make_meta(config: Any, *, model_kwargs: Mapping[str, Any],
   })
 
 
-def _dict_diff(a: Any, b: Any, prefix: str = '') -> list[str]:
+_MISSING = '<missing>'
+
+
+def _dict_diff(a: Any, b: Any, prefix: str = '', missing_is_off: bool = False) -> list[str]:
   if isinstance(a, dict) and isinstance(b, dict):
     out = []
     for k in sorted(set(a) | set(b)):
-      out += _dict_diff(a.get(k, '<missing>'), b.get(k, '<missing>'),
-                        f'{prefix}.{k}' if prefix else k)
+      out += _dict_diff(a.get(k, _MISSING), b.get(k, _MISSING),
+                        f'{prefix}.{k}' if prefix else k, missing_is_off)
     return out
+  if missing_is_off and a == _MISSING and (b is None or b is False or b == ''):
+    return []  # A setting added since the checkpoint was written, left off.
   return [] if a == b else [f'{prefix}: checkpoint has {a!r}, expected {b!r}']
 
 
@@ -152,7 +157,7 @@ def check_meta(stored: Mapping[str, Any], expected: Mapping[str, Any],
   diffs = []
   for k in keys:
     if k in expected:
-      diffs += _dict_diff(_jsonable(stored.get(k, '<missing>')), _jsonable(expected[k]), k)
+      diffs += _dict_diff(_jsonable(stored.get(k, _MISSING)), _jsonable(expected[k]), k)
   if diffs:
     raise ValueError(
         f'Checkpoint {where} was written by another task/config/dataset; differences:\n  '
@@ -170,7 +175,7 @@ def check_shapes(stored: Mapping[str, list[int]], expected: Mapping[str, list[in
 def _get_path(d: Any, dotted: str) -> Any:
   for part in dotted.split('.'):
     if not isinstance(d, Mapping) or part not in d:
-      return '<missing>'
+      return _MISSING
     d = d[part]
   return d
 
@@ -178,12 +183,15 @@ def _get_path(d: Any, dotted: str) -> Any:
 def settings_diff(stored_config: Mapping[str, Any], config: Any,
                   keys: Sequence[str] = TRAINING_SETTINGS) -> list[str]:
   """'<field>: checkpoint has X, this run Y' for every config field under `keys` (dotted paths
-  allowed, e.g. 'plan.alpha') that differs between a checkpoint's stored config and `config`."""
+  allowed, e.g. 'plan.alpha') that differs between a checkpoint's stored config and `config`.
+  A field the checkpoint lacks (added since it was written) matches this run's when that is off
+  ('', None or False)."""
   current = config_to_dict(config)
   diffs = []
   for key in keys:
     a, b = _jsonable(_get_path(stored_config, key)), _jsonable(_get_path(current, key))
-    diffs += [d.replace(', expected ', ', this run ') for d in _dict_diff(a, b, key)]
+    diffs += [d.replace(', expected ', ', this run ')
+              for d in _dict_diff(a, b, key, missing_is_off=True)]
   return diffs
 
 
