@@ -2,9 +2,10 @@
 
 Binary: `experiments/train_world_model.py` (`wmjax-train`). `train_and_evaluate` loads the dataset
 (`layout.load_data`), pretrains the conv encoder on rendered dataset frames if the config asks
-for one (`wmjax.training.pretrain`), trains the predictor and the proprio/action encoders by
-teacher forcing (`wmjax.training.iterations`) in the shared step loop (`loop`), validates and
-checkpoints on the way, and ends with the held-out evaluation (`evaluation`) in
+for one (`wmjax.training.pretrain`) or starts from another run's model (`train.init_from`: its
+encoder and predictor, e.g. to continue on more data), trains the predictor and the
+proprio/action encoders by teacher forcing (`wmjax.training.iterations`) in the shared step loop
+(`loop`), validates and checkpoints on the way, and ends with the held-out evaluation in
 `<workdir>/world_model/eval.json`. Restarted in the same workdir it resumes from the latest intact
 checkpoint and ends with the same parameters as an uninterrupted run: every step's data and
 dropout keys are functions of (seed, step) only.
