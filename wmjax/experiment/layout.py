@@ -148,13 +148,16 @@ def load_pretrained(config, workdir: str, meta: dict[str, Any], target_params):
         f'No pretrained world model at {path}. Train one first:\n  python '
         f'experiments/train_world_model.py --config experiments/configs/{config.task}.py:'
         f'{config.variant} --workdir {workdir}\nor set --config.finetune.pretrained=DIR.')
-  return load_params(path, f.pretrained_checkpoint, meta, target_params,
-                     keys=checkpoint_lib.COMPARED_META, flag='finetune.pretrained',
-                     label='pretrained')
+  params, info = load_params(
+      path, f.pretrained_checkpoint, meta, target_params, keys=checkpoint_lib.COMPARED_META,
+      flag='finetune.pretrained', label='pretrained',
+      choose='--config.finetune.pretrained_checkpoint or --config.finetune.pretrained')
+  info.pop('encoder_pretraining')
+  return params, info
 
 
 def load_params(path: str, which: str, meta: dict[str, Any], target_params, *,
-                keys: tuple[str, ...], flag: str, label: str):
+                keys: tuple[str, ...], flag: str, label: str, choose: str = ''):
   """Full parameters (trainable and frozen) of the world-model checkpoint at `path`.
 
   Args:
@@ -166,6 +169,8 @@ def load_params(path: str, which: str, meta: dict[str, Any], target_params, *,
       checkpoint must come from this run's data).
     flag: the config field naming `path`, for error messages.
     label: what the checkpoint is to this run ('pretrained', 'initial'), for error messages.
+    choose: the flags that pick another checkpoint, named when this one is damaged (default
+      `--config.<flag>`).
 
   Returns:
     (params, info): params shaped like `target_params`; info names the checkpoint and its step.
@@ -177,7 +182,7 @@ def load_params(path: str, which: str, meta: dict[str, Any], target_params, *,
   if not os.path.isdir(path):
     raise FileNotFoundError(f'No world model at {path} ({flag}).')
   ckpt = training.Checkpointer(checkpoint_lib.resolve_checkpoint_dir(path), async_save=False)
-  hint = f'Choose another one (--config.{flag}) or retrain.'
+  hint = f'Choose another one ({choose or "--config." + flag}) or retrain.'
   try:
     if which == 'best' and ckpt.latest_step('best') is None:
       which = 'latest'
