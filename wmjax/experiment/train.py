@@ -202,7 +202,7 @@ def _train_and_evaluate(config, workdir, progress, mesh, accept_changed_settings
     writer.truncate_after(resumed_from)
   else:
     writer.truncate_after(-1)  # Records of an earlier run without checkpoints.
-    if t.init_from:
+    if t.get('init_from'):  # Absent from configs written before the field existed.
       target = jax.eval_shape(lambda: model.init(jax.random.key(0), obs))
       params, initial = layout.load_params(t.init_from, 'latest', meta, target,
                                            keys=('task', 'model_config'),
