@@ -68,6 +68,15 @@ def final_state(workdir):
   return jax.device_get(state), meta
 
 
+def conv_config(**train):
+  c = make_config(**dict(dict(steps=2, checkpoint_every=2, eval_every=2, encoder_pretrain_steps=3,
+                              encoder_pretrain_images=16, encoder_pretrain_batch_size=4), **train))
+  c.model.encoder = 'conv'
+  c.model.conv.channels = (4, 4, 4, 4)  # 64 px -> 4 x 4 tokens.
+  c.model.conv.token_dim = 4
+  return c
+
+
 def test_kill_and_resume_matches_uninterrupted_run(tmp_path, dataset_dir):
   # Uninterrupted reference run, in process.
   ref_dir = fresh_workdir(tmp_path, dataset_dir, 'ref')
@@ -183,11 +192,7 @@ def test_configs_of_every_variant_are_valid():
 
 def test_conv_encoder_is_pretrained_once_and_kept(tmp_path, dataset_dir, capsys):
   workdir = fresh_workdir(tmp_path, dataset_dir, 'conv')
-  c = make_config(steps=2, checkpoint_every=2, eval_every=2, encoder_pretrain_steps=3,
-                  encoder_pretrain_images=16, encoder_pretrain_batch_size=4)
-  c.model.encoder = 'conv'
-  c.model.conv.channels = (4, 4, 4, 4)  # 64 px -> 4 x 4 tokens.
-  c.model.conv.token_dim = 4
+  c = conv_config()
   summary = train_lib.train_and_evaluate(c, workdir, progress=False)
   out = capsys.readouterr().out
   assert 'Pretraining the conv encoder' in out
@@ -208,6 +213,38 @@ def test_conv_encoder_is_pretrained_once_and_kept(tmp_path, dataset_dir, capsys)
   assert 'Pretraining' not in out and 'train.steps: checkpoint has 2, this run 4' in out
   assert 'Token cache: ' in out  # Rebuilt from the checkpoint's encoder on resume.
   assert summary['resumed_from'] == 2 and summary['steps'] == 4
+
+
+def test_encoder_from_trains_another_predictor_on_the_same_encoder(tmp_path, dataset_dir,
+                                                                   capsys):
+  base = fresh_workdir(tmp_path, dataset_dir, 'base')
+  train_lib.train_and_evaluate(conv_config(), base, progress=False)
+  base_state, base_meta = final_state(base)
+  source = os.path.join(base, layout.WORLD_MODEL_DIR)
+  capsys.readouterr()
+  deeper = fresh_workdir(tmp_path, dataset_dir, 'deeper')
+  c = conv_config(encoder_from=source)
+  c.model.predictor.depth = 2
+  summary = train_lib.train_and_evaluate(c, deeper, progress=False)
+  out = capsys.readouterr().out
+  assert 'Pretraining' not in out and 'Using the encoder of the world model at' in out
+  state, meta = final_state(deeper)
+  jax.tree.map(np.testing.assert_array_equal, state['frozen'], base_state['frozen'])
+  assert len(state['params']['predictor']) > len(base_state['params']['predictor'])
+  assert meta['initialised_from']['parts'] == 'encoder'
+  assert summary['initialised_from']['step'] == 2
+  assert meta['encoder_pretraining'] == base_meta['encoder_pretraining']  # Carried over.
+  # Another encoder cannot use it; init_from and encoder_from together contradict each other.
+  other = conv_config(encoder_from=source)
+  other.model.conv.token_dim = 8
+  with pytest.raises(ValueError, match=r'(?s)encoder checkpoint does not match this config '
+                     r'\(--config.train.encoder_from\).*token_dim'):
+    train_lib.train_and_evaluate(other, fresh_workdir(tmp_path, dataset_dir, 'other'),
+                                 progress=False)
+  with pytest.raises(ValueError, match='init_from and train.encoder_from are both set'):
+    train_lib.check_config(conv_config(encoder_from=source, init_from=source))
+  with pytest.raises(ValueError, match='train.encoder_from=.*is not a directory'):
+    train_lib.check_config(conv_config(encoder_from=str(tmp_path / 'nowhere')))
 
 
 def test_init_from_starts_on_new_data_from_another_runs_parameters(tmp_path, tmp_path_factory,

@@ -154,6 +154,9 @@ def train_config(variant: str) -> ml_collections.ConfigDict:
   t.init_from = ''                     # A world-model dir (<run>/world_model) to start from: its
                                        # latest parameters, encoder included (no pretraining),
                                        # on this run's dataset; same task and model config.
+  t.encoder_from = ''                  # A world-model dir whose frozen encoder this run uses in
+                                       # place of pretraining one (its latest checkpoint; same
+                                       # task and encoder config; any predictor).
   t.log_every = v['log_every']         # Steps between training-metric records.
   t.eval_every = v['eval_every']       # Steps between validation losses (held-out trajectories).
   t.eval_batches = v['eval_batches']   # Validation batches (of batch_size fixed windows).

@@ -179,6 +179,48 @@ def load_params(path: str, which: str, meta: dict[str, Any], target_params, *,
     ValueError: no such checkpoint, or one of another task, model or (if compared) dataset.
     CorruptCheckpointError: the checkpoint is damaged.
   """
+  trainable, frozen = training.split_params(target_params)
+  expected = training.TrainState(step=None, params=trainable, frozen=frozen, opt_state=None)
+
+  def check(stored, where):
+    checkpoint_lib.check_meta(stored, meta, keys=keys, where=where)
+    checkpoint_lib.check_shapes(stored.get('shapes', {}),
+                                checkpoint_lib.param_shapes(expected), where=where)
+
+  raw, info = _restore(path, which, check, flag=flag, label=label, choose=choose)
+  full = {**raw['params'], **raw['frozen']}
+  return jax.tree.map(lambda t, x: jnp.asarray(x, t.dtype), target_params, full), info
+
+
+# The model settings an observation encoder's parameters depend on.
+ENCODER_FIELDS = ('encoder', 'conv', 'dinov2', 'image_size')
+
+
+def load_encoder(path: str, meta: dict[str, Any], *, flag: str):
+  """The frozen observation encoder of the latest world-model checkpoint at `path`, for a run
+  whose predictor may differ (same task and ENCODER_FIELDS of the model).
+
+  Returns:
+    (encoder_params, info): info names the checkpoint, its step and its encoder pretraining.
+
+  Raises:
+    ValueError: no such checkpoint, or one of another task or encoder.
+    CorruptCheckpointError: the checkpoint is damaged.
+  """
+  def encoder_config(m):
+    kwargs = m.get('model_kwargs', {})
+    return {'task': m.get('task'), **{k: kwargs.get(k) for k in ENCODER_FIELDS}}
+
+  def check(stored, where):
+    checkpoint_lib.check_meta({'encoder': encoder_config(stored)},
+                              {'encoder': encoder_config(meta)}, keys=('encoder',), where=where)
+
+  raw, info = _restore(path, 'latest', check, flag=flag, label='encoder')
+  return raw['frozen']['encoder'], info
+
+
+def _restore(path, which, check, *, flag, label, choose=''):
+  """(raw state, info) of the checkpoint `which` at `path`, after `check(stored_meta, where)`."""
   if not os.path.isdir(path):
     raise FileNotFoundError(f'No world model at {path} ({flag}).')
   ckpt = training.Checkpointer(checkpoint_lib.resolve_checkpoint_dir(path), async_save=False)
@@ -195,14 +237,10 @@ def load_params(path: str, which: str, meta: dict[str, Any], target_params, *,
       raise ValueError(f'No {which} checkpoint in {ckpt.directory} ({flag}).')
     where = f'{ckpt.directory} ({which}, step {stored.get("step")})'
     try:
-      checkpoint_lib.check_meta(stored, meta, keys=keys, where=where)
+      check(stored, where)
     except ValueError as e:
       raise ValueError(f'The {label} checkpoint does not match this config (--config.{flag}). '
                        f'{e}') from None
-    trainable, frozen = training.split_params(target_params)
-    expected = training.TrainState(step=None, params=trainable, frozen=frozen, opt_state=None)
-    checkpoint_lib.check_shapes(stored.get('shapes', {}),
-                                checkpoint_lib.param_shapes(expected), where=where)
     try:
       raw, _ = ckpt.restore_raw(which, stored['step'])
     except training.CorruptCheckpointError as e:
@@ -210,8 +248,6 @@ def load_params(path: str, which: str, meta: dict[str, Any], target_params, *,
                                             ) from e
   finally:
     ckpt.close()
-  full = {**raw['params'], **raw['frozen']}
-  params = jax.tree.map(lambda t, x: jnp.asarray(x, t.dtype), target_params, full)
-  return params, {'path': os.path.abspath(ckpt.directory), 'which': which,
-                  'step': stored.get('step'), 'val_loss': stored.get('val_loss'),
-                  'encoder_pretraining': stored.get('encoder_pretraining')}
+  return raw, {'path': os.path.abspath(ckpt.directory), 'which': which,
+               'step': stored.get('step'), 'val_loss': stored.get('val_loss'),
+               'encoder_pretraining': stored.get('encoder_pretraining')}

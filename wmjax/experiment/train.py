@@ -2,10 +2,11 @@
 
 Binary: `experiments/train_world_model.py` (`wmjax-train`). `train_and_evaluate` loads the dataset
 (`layout.load_data`), pretrains the conv encoder on rendered dataset frames if the config asks
-for one (`wmjax.training.pretrain`) or starts from another run's model (`train.init_from`: its
-encoder and predictor, e.g. to continue on more data), trains the predictor and the
-proprio/action encoders by teacher forcing (`wmjax.training.iterations`) in the shared step loop
-(`loop`), validates and checkpoints on the way, and ends with the held-out evaluation in
+for one (`wmjax.training.pretrain`), starts from another run's model (`train.init_from`: its
+encoder and predictor, e.g. to continue on more data) or takes another run's encoder
+(`train.encoder_from`: e.g. predictors of other sizes on one latent), trains the predictor and
+the proprio/action encoders by teacher forcing (`wmjax.training.iterations`) in the shared step
+loop (`loop`), validates and checkpoints on the way, and ends with the held-out evaluation in
 `<workdir>/world_model/eval.json`. Restarted in the same workdir it resumes from the latest intact
 checkpoint and ends with the same parameters as an uninterrupted run: every step's data and
 dropout keys are functions of (seed, step) only.
@@ -72,9 +73,14 @@ def check_config(config: ml_collections.ConfigDict,
                     'weights); a randomly initialised frozen encoder is useless')
     elif not os.path.isfile(m.dinov2.weights):
       errors.append(f'model.dinov2.weights={m.dinov2.weights!r} is not a file')
-  if t.get('init_from') and not os.path.isdir(t.init_from):
-    errors.append(f'train.init_from={t.init_from!r} is not a directory (a world model to start '
-                  'from: <run>/world_model; "" trains from scratch)')
+  for field, what in (('init_from', 'a world model to start from'),
+                      ('encoder_from', 'a world model whose encoder to use')):
+    if t.get(field) and not os.path.isdir(t[field]):
+      errors.append(f'train.{field}={t[field]!r} is not a directory ({what}: <run>/world_model; '
+                    '"" trains from scratch)')
+  if t.get('init_from') and t.get('encoder_from'):
+    errors.append('train.init_from and train.encoder_from are both set: init_from already takes '
+                  'the encoder with the predictor; set one of them')
   if m.encoder == 'conv':
     stages = 2**len(m.conv.channels)
     if int(config.image_size) % stages:
@@ -208,10 +214,20 @@ def _train_and_evaluate(config, workdir, progress, mesh, accept_changed_settings
                                            keys=('task', 'model_config'),
                                            flag='train.init_from', label='initial')
       pretrain_summary = initial.pop('encoder_pretraining')
+      initial['parts'] = 'encoder and predictor'
       state = training.create_train_state(params, optimizer)
       if primary:
         print(f'Starting from the world model at {initial["path"]} (step {initial["step"]}): '
               'its encoder and predictor, a fresh optimiser, no encoder pretraining.')
+    elif t.get('encoder_from'):
+      encoder_params, initial = layout.load_encoder(t.encoder_from, meta,
+                                                    flag='train.encoder_from')
+      pretrain_summary = initial.pop('encoder_pretraining')
+      initial['parts'] = 'encoder'
+      state = init_state(encoder_params)
+      if primary:
+        print(f'Using the encoder of the world model at {initial["path"]} (step '
+              f'{initial["step"]}): no encoder pretraining; a new predictor.')
     else:
       encoder_params = None
       if model.encoder_name == 'conv':
