@@ -237,14 +237,20 @@ def test_encoder_from_trains_another_predictor_on_the_same_encoder(tmp_path, dat
   # Another encoder cannot use it; init_from and encoder_from together contradict each other.
   other = conv_config(encoder_from=source)
   other.model.conv.token_dim = 8
-  with pytest.raises(ValueError, match=r'(?s)encoder checkpoint does not match this config '
-                     r'\(--config.train.encoder_from\).*token_dim'):
-    train_lib.train_and_evaluate(other, fresh_workdir(tmp_path, dataset_dir, 'other'),
-                                 progress=False)
+  assert_refused(other, fresh_workdir(tmp_path, dataset_dir, 'other'), 'encoder_from', 'token_dim')
   with pytest.raises(ValueError, match='init_from and train.encoder_from are both set'):
     train_lib.check_config(conv_config(encoder_from=source, init_from=source))
   with pytest.raises(ValueError, match='train.encoder_from=.*is not a directory'):
     train_lib.check_config(conv_config(encoder_from=str(tmp_path / 'nowhere')))
+
+
+def assert_refused(config, workdir, flag, field):
+  """Training `config` stops before any work: the checkpoint named by train.<flag> differs
+  from this model in `field`."""
+  label = 'encoder' if flag == 'encoder_from' else 'initial'
+  with pytest.raises(ValueError, match=rf'(?s){label} checkpoint does not match this config '
+                     rf'\(--config.train.{flag}\).*{field}'):
+    train_lib.train_and_evaluate(config, workdir, progress=False)
 
 
 def test_init_from_starts_on_new_data_from_another_runs_parameters(tmp_path, tmp_path_factory,
@@ -271,10 +277,7 @@ def test_init_from_starts_on_new_data_from_another_runs_parameters(tmp_path, tmp
   # Another model cannot start from it; a missing directory is refused before any work.
   other = make_config(steps=2, init_from=os.path.join(base, layout.WORLD_MODEL_DIR))
   other.model.predictor.mlp_dim = 64
-  with pytest.raises(ValueError, match=r'(?s)initial checkpoint does not match this config '
-                     r'\(--config.train.init_from\).*mlp_dim'):
-    train_lib.train_and_evaluate(other, fresh_workdir(tmp_path, dataset_dir, 'other'),
-                                 progress=False)
+  assert_refused(other, fresh_workdir(tmp_path, dataset_dir, 'other'), 'init_from', 'mlp_dim')
   with pytest.raises(ValueError, match='train.init_from=.*is not a directory'):
     train_lib.check_config(make_config(init_from=str(tmp_path / 'nowhere')))
 
