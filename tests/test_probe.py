@@ -144,3 +144,22 @@ def test_probe_of_the_identity_encoder():
   np.testing.assert_array_equal(s1, s2)
   assert len(np.unique(s1, axis=0)) == 50 and p1.shape == (50, 4)
   assert len(probe_lib.sample_frames(test, 10_000, seed=0)[0]) == 40 * 6
+
+
+def test_motion_probe_scores_the_change_a_model_predicts():
+  """The identity encoder's latent carries every state change exactly (the 'encoder' row); an
+  untrained predictor's open-loop prediction carries almost none of it."""
+  model = models.make_world_model(
+      encoder='identity', state_dim=7, proprio_dim=4, action_dim=10, num_hist=1,
+      predictor=dict(depth=1, num_heads=1, head_dim=4, mlp_dim=8, dropout=0.0))
+  obs = {k: jnp.zeros(s.shape, s.dtype) for k, s in model.obs_spec.items()}
+  params = model.init(jax.random.key(0), obs)
+  train, test = _pusht_arrays(jax.random.key(1), 100), _pusht_arrays(jax.random.key(2), 40)
+  out = training.probe_motion(model, params, 'pusht', train, test, frameskip=5, horizon=1,
+                              train_frames=400, windows=30, batch_size=16)
+  assert (out['horizon'], out['windows']) == (1, 30)
+  assert tuple(out['encoder']) == PUSHT_NAMES == tuple(out['markov']) == tuple(out['history'])
+  for name in ('agent_x', 'agent_y', 'block_x', 'block_y', 'agent_vx', 'agent_vy'):
+    assert out['encoder'][name] > 0.999
+    assert out['markov'][name] < 0.5
+  assert 'history' in probe_lib.format_motion(out)

@@ -92,6 +92,9 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path, dataset_dir):
   assert set(evaluation['probe_r2']) == {'x', 'y'} == set(evaluation['probe_r2_with_proprio'])
   assert min(evaluation['probe_r2'].values()) > 0.99
   assert evaluation['probe']['test_frames'] == 21  # The one held-out trajectory's frames.
+  motion = evaluation['probe_motion']  # The change over 4 model steps, read the same way:
+  assert (motion['horizon'], motion['windows']) == (4, 1)  # one window, so no R^2 (no spread).
+  assert motion['encoder'] == {'x': None, 'y': None} == motion['markov'] == motion['history']
   for mode in evaluation_lib.ROLLOUT_MODES:
     assert len(evaluation['errors'][mode]['model']['loss']) == 4
   assert sorted(os.listdir(os.path.join(out, 'checkpoints'))) == ['280', '300']

@@ -176,18 +176,22 @@ def train_config(variant: str) -> ml_collections.ConfigDict:
 
 
 # Frames of the linear probe (train_frames: training split, test_frames: held-out split).
-_PROBE = {'test': (256, 128), 'cpu': (2000, 1000), 'gpu': (2000, 1000), 'paper': (2000, 1000)}
+# motion_windows: held-out windows the predicted state change is scored on.
+_PROBE = {'test': (256, 128, 32), 'cpu': (2000, 1000, 1000), 'gpu': (2000, 1000, 1000),
+          'paper': (2000, 1000, 1000)}
 
 
 def probe_config(variant: str) -> ml_collections.ConfigDict:
   """The `probe` section: linear-probe R^2 of the frozen encoder per state feature, written to
   `world_model/eval.json` by experiments/train_world_model.py (wmjax/training/probe.py). Not a
   training setting: a run resumes whatever these are."""
-  train_frames, test_frames = _PROBE[check_variant(variant)]
+  train_frames, test_frames, motion_windows = _PROBE[check_variant(variant)]
   p = ml_collections.ConfigDict()
   p.train_frames = train_frames  # Training-split frames the ridge map is fitted on; 0: no probe.
   p.test_frames = test_frames    # Held-out frames R^2 is measured on.
   p.ridge = 1e-3                 # Ridge, relative to the mean eigenvalue of the latents' Gram.
+  p.motion_windows = motion_windows  # Held-out windows on which the probe reads the state change
+                                     # the model predicts over train.eval_horizon steps; 0: off.
   return p
 
 

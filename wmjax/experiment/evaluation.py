@@ -5,7 +5,8 @@ What training, finetuning and the gap diagnostic report about a model (PAPER.md 
   * `validation_loss`: the mean teacher-forcing metrics over a fixed grid of held-out windows;
   * `final_evaluation`: open-loop latent prediction errors up to `train.eval_horizon` steps, for
     the 'history' and 'markov' rollouts, beside the "predict no change" baseline (eval.json);
-  * `probe_evaluation`: the linear-probe R^2 of the frozen encoder (`wmjax.training.probe`);
+  * `probe_evaluation`: the linear-probe R^2 of the frozen encoder, and of the state change the
+    model predicts (`wmjax.training.probe`);
   * `format_table`: the text table the training binary prints.
 
 The jitted functions come from `eval_functions`; with a mesh their batches are split across the
@@ -107,8 +108,10 @@ def probe_evaluation(model, params, config, env, train, val, needs_pixels) -> di
   on `probe.train_frames` training frames, scored on `probe.test_frames` held-out frames.
 
   Returns the eval.json entries 'probe_r2' (visual tokens only: does the image code carry the
-  state?), 'probe_r2_with_proprio' (the proprio embedding appended) and 'probe' (frame counts,
-  ridge); empty when `probe.train_frames` is 0.
+  state?), 'probe_r2_with_proprio' (the proprio embedding appended), 'probe' (frame counts,
+  ridge) and, with `probe.motion_windows` > 0, 'probe_motion' (`training.probe_motion`: R^2 of
+  the state change the model predicts over `train.eval_horizon` steps); empty when
+  `probe.train_frames` is 0.
   """
   p = config.get('probe')
   if p is None or int(p.train_frames) < 1 or val is None:
@@ -120,8 +123,17 @@ def probe_evaluation(model, params, config, env, train, val, needs_pixels) -> di
       model, params, config.task, train, val, env=render.get('env'),
       image_size=render.get('image_size'), train_frames=int(p.train_frames),
       test_frames=int(p.test_frames), ridge=float(p.ridge), seed=int(config.seed))
-  return {'probe_r2': out['visual'], 'probe_r2_with_proprio': out['visual_proprio'],
-          'probe': {k: out[k] for k in ('train_frames', 'test_frames', 'ridge')}}
+  result = {'probe_r2': out['visual'], 'probe_r2_with_proprio': out['visual_proprio'],
+            'probe': {k: out[k] for k in ('train_frames', 'test_frames', 'ridge')}}
+  fs = int(config.frameskip)
+  horizon = min(int(config.train.eval_horizon), int(val.actions.shape[1]) // fs)
+  if int(p.get('motion_windows', 0)) > 0 and horizon >= 1:
+    result['probe_motion'] = training.probe_motion(
+        model, params, config.task, train, val, frameskip=fs, horizon=horizon,
+        env=render.get('env'), image_size=render.get('image_size'),
+        train_frames=int(p.train_frames), windows=int(p.motion_windows), ridge=float(p.ridge),
+        seed=int(config.seed))
+  return result
 
 
 def format_table(evaluation: dict[str, Any]) -> str:
@@ -140,4 +152,6 @@ def format_table(evaluation: dict[str, Any]) -> str:
     lines.append(training.probe.format_probe(dict(
         evaluation['probe'], visual=evaluation['probe_r2'],
         visual_proprio=evaluation['probe_r2_with_proprio'])))
+  if evaluation.get('probe_motion') is not None:
+    lines.append(training.probe.format_motion(evaluation['probe_motion']))
   return '\n'.join(lines)

@@ -30,6 +30,7 @@ from wmjax.training.pretrain import pretrain_conv_autoencoder
 from wmjax.training.pretrain import render_frames
 from wmjax.training.probe import linear_probe_r2
 from wmjax.training.probe import probe_encoder
+from wmjax.training.probe import probe_motion
 from wmjax.training.resume import check_pending
 from wmjax.training.resume import raise_if_nonfinite
 from wmjax.training.resume import Start
@@ -70,6 +71,7 @@ __all__ = [
     'MetricWriter',
     'predict_loss',
     'probe_encoder',
+    'probe_motion',
     'PredictorInputs',
     'pretrain_conv_autoencoder',
     'Radii',

@@ -15,7 +15,7 @@ Host-side analysis (NumPy, float64), run between jitted calls; frames are encode
 batches of one shape.
 """
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -26,10 +26,9 @@ from wmjax.data import loader as loader_lib
 from wmjax.envs import render as render_lib
 
 
-def linear_probe_r2(train_latents: np.ndarray, train_targets: np.ndarray,
-                    test_latents: np.ndarray, test_targets: np.ndarray,
-                    ridge: float = 1e-3) -> np.ndarray:
-  """R^2 on test frames of a ridge regression fitted on training frames, per target column.
+def fit_linear_probe(train_latents: np.ndarray, train_targets: np.ndarray,
+                     ridge: float = 1e-3) -> Callable[[np.ndarray], np.ndarray]:
+  """A ridge regression from latents to targets, fitted on training frames: `read(latents)`.
 
   The fit standardises every latent feature and centres the targets with training statistics
   (constant features are dropped), then minimises |Y - X W|^2 + lam |W|^2 with lam = ridge x (the
@@ -40,27 +39,18 @@ def linear_probe_r2(train_latents: np.ndarray, train_targets: np.ndarray,
   Args:
     train_latents: (N, D) features of the training frames.
     train_targets: (N, K) targets of the training frames.
-    test_latents: (M, D) features of the held-out frames.
-    test_targets: (M, K) targets of the held-out frames.
     ridge: relative ridge strength (> 0).
 
   Returns:
-    (K,) R^2 = 1 - SSE / SST on the test frames (SST around the test mean); NaN where a target is
-    constant on the test frames.
+    read: (M, D) latents -> (M, K) predicted targets (float64).
   """
   x = np.asarray(train_latents, np.float64)
   y = np.asarray(train_targets, np.float64)
-  xt = np.asarray(test_latents, np.float64)
-  yt = np.asarray(test_targets, np.float64)
-  if x.ndim != 2 or y.ndim != 2 or xt.ndim != 2 or yt.ndim != 2:
-    raise ValueError('latents must be (N, D) and targets (N, K); got '
-                     f'{x.shape}, {y.shape}, {xt.shape}, {yt.shape}.')
-  if x.shape[0] != y.shape[0] or xt.shape[0] != yt.shape[0]:
+  if x.ndim != 2 or y.ndim != 2:
+    raise ValueError(f'latents must be (N, D) and targets (N, K); got {x.shape}, {y.shape}.')
+  if x.shape[0] != y.shape[0]:
     raise ValueError(f'latents and targets disagree on the frame count: {x.shape[0]} vs '
-                     f'{y.shape[0]} (train), {xt.shape[0]} vs {yt.shape[0]} (test).')
-  if x.shape[1] != xt.shape[1] or y.shape[1] != yt.shape[1]:
-    raise ValueError(f'train and test sizes differ: latents {x.shape[1]} vs {xt.shape[1]}, '
-                     f'targets {y.shape[1]} vs {yt.shape[1]}.')
+                     f'{y.shape[0]} (train).')
   if not ridge > 0:
     raise ValueError(f'ridge must be > 0; got {ridge}.')
   x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
@@ -74,11 +64,53 @@ def linear_probe_r2(train_latents: np.ndarray, train_targets: np.ndarray,
     w = np.linalg.solve(x.T @ x + lam * np.eye(d), x.T @ y)
   else:  # Dual form: W = X^T (X X^T + lam I)^-1 Y.
     w = x.T @ np.linalg.solve(x @ x.T + lam * np.eye(n), y)
-  pred = ((xt - x_mean) * x_scale) @ w + y_mean
-  sse = np.sum((yt - pred)**2, axis=0)
-  sst = np.sum((yt - yt.mean(axis=0))**2, axis=0)
+
+  def read(latents):
+    xt = np.asarray(latents, np.float64)
+    if xt.ndim != 2 or xt.shape[1] != d:
+      raise ValueError(f'latents must be (M, {d}) like the training latents; got {xt.shape}.')
+    return ((xt - x_mean) * x_scale) @ w + y_mean
+
+  return read
+
+
+def r2_score(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+  """(K,) R^2 = 1 - SSE / SST per column of (M, K) arrays (SST around the target mean); NaN
+  where a target column is constant."""
+  pred, target = np.asarray(pred, np.float64), np.asarray(target, np.float64)
+  sse = np.sum((target - pred)**2, axis=0)
+  sst = np.sum((target - target.mean(axis=0))**2, axis=0)
   with np.errstate(divide='ignore', invalid='ignore'):
-    return np.where(sst > 1e-12 * max(len(yt), 1), 1.0 - sse / sst, np.nan)
+    return np.where(sst > 1e-12 * max(len(target), 1), 1.0 - sse / sst, np.nan)
+
+
+def linear_probe_r2(train_latents: np.ndarray, train_targets: np.ndarray,
+                    test_latents: np.ndarray, test_targets: np.ndarray,
+                    ridge: float = 1e-3) -> np.ndarray:
+  """R^2 on test frames of a ridge regression fitted on training frames (`fit_linear_probe`),
+  per target column.
+
+  Args:
+    train_latents: (N, D) features of the training frames.
+    train_targets: (N, K) targets of the training frames.
+    test_latents: (M, D) features of the held-out frames.
+    test_targets: (M, K) targets of the held-out frames.
+    ridge: relative ridge strength (> 0).
+
+  Returns:
+    (K,) R^2 on the test frames (`r2_score`); NaN where a target is constant on them.
+  """
+  xt, yt = np.asarray(test_latents), np.asarray(test_targets)
+  if xt.ndim != 2 or yt.ndim != 2:
+    raise ValueError(f'test latents must be (M, D) and targets (M, K); got {xt.shape}, '
+                     f'{yt.shape}.')
+  if xt.shape[0] != yt.shape[0]:
+    raise ValueError(f'latents and targets disagree on the frame count: {xt.shape[0]} vs '
+                     f'{yt.shape[0]} (test).')
+  if np.shape(train_latents)[-1] != xt.shape[1] or np.shape(train_targets)[-1] != yt.shape[1]:
+    raise ValueError(f'train and test sizes differ: latents {np.shape(train_latents)[-1]} vs '
+                     f'{xt.shape[1]}, targets {np.shape(train_targets)[-1]} vs {yt.shape[1]}.')
+  return r2_score(fit_linear_probe(train_latents, train_targets, ridge)(xt), yt)
 
 
 def sample_frames(arrays: loader_lib.WindowArrays, count: int,
@@ -182,6 +214,62 @@ def probe_encoder(model: Any, params: Mapping[str, Any], task: str,
   return out
 
 
+def probe_motion(model: Any, params: Mapping[str, Any], task: str,
+                 train: loader_lib.WindowArrays, test: loader_lib.WindowArrays, *,
+                 frameskip: int, horizon: int, env: Any = None, image_size: int | None = None,
+                 train_frames: int = 2000, windows: int = 1000, ridge: float = 1e-3,
+                 seed: int = 0, batch_size: int = 64) -> dict[str, Any]:
+  """Does the model predict how the state changes? R^2 of the predicted change, per feature.
+
+  A linear probe (state features <- visual latent) is fitted on `train_frames` training frames.
+  On up to `windows` held-out windows of `horizon` model steps, each window's first frame is
+  encoded and rolled out open loop with its actions ('markov' and 'history'); the probe reads
+  the state from the prediction at `horizon` and from the encoded first frame, and their
+  difference is scored against the true state change (R^2 per readout feature). 'encoder' scores
+  the probe's reading of the encoded true last frame the same way: how much of the change the
+  latent itself carries, the level a perfect predictor would reach.
+
+  Returns:
+    {'horizon', 'windows', 'encoder': {feature: R^2}, 'markov': {...}, 'history': {...}};
+    R^2 is None where a feature does not change.
+  """
+  names = features_lib.readout_names(task)
+  states, proprio = sample_frames(train, train_frames, seed)
+  read = fit_linear_probe(
+      encode_frames(model, params, states, proprio, env, image_size)['visual'],
+      features_lib.readout_targets(task, states), ridge)
+  pixels = model.obs_key == 'pixels'
+  if pixels and (env is None or image_size is None):
+    raise ValueError('This encoder reads pixels: pass env and image_size to render the frames.')
+
+  @jax.jit
+  def latents(params, batch):
+    z = model.encode(params, {k: batch[k] for k in ('pixels', 'proprio', 'state') if k in batch})
+    z0 = jax.tree.map(lambda x: x[:, 0], z)
+    flat = lambda v: v.reshape(v.shape[0], -1)
+    out = {'first': flat(z['visual'][:, 0]), 'encoder': flat(z['visual'][:, -1])}
+    for mode in ('markov', 'history'):
+      pred = jax.vmap(lambda z0, a: model.rollout(params, z0, a, mode))(z0, batch['actions'])
+      out[mode] = flat(pred['visual'][:, -1])
+    return out
+
+  got, true_change = [], []
+  render = dict(env=env, image_size=image_size) if pixels else {}
+  for batch in loader_lib.iterate_windows(test, batch_size, horizon, frameskip,
+                                          max_windows=windows, **render):
+    got.append(jax.device_get(latents(params, batch)))
+    s = features_lib.readout_targets(task, np.asarray(batch['state']))
+    true_change.append(s[:, -1] - s[:, 0])
+  true_change = np.concatenate(true_change)
+  first = read(np.concatenate([g['first'] for g in got]))
+  out = {'horizon': int(horizon), 'windows': len(true_change)}
+  for key in ('encoder', 'markov', 'history'):
+    change = read(np.concatenate([g[key] for g in got])) - first
+    r2 = r2_score(change, true_change)
+    out[key] = {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, r2)}
+  return out
+
+
 def format_probe(probe: Mapping[str, Any]) -> str:
   """A short text table: one row per latent (visual, visual + proprio), one column per feature."""
   names = list(probe['visual'])
@@ -193,4 +281,18 @@ def format_probe(probe: Mapping[str, Any]) -> str:
            f'{"latent":<15} ' + ' '.join(f'{n:>{width}}' for n in names)]
   for key, label in (('visual', 'visual'), ('visual_proprio', 'visual+proprio')):
     lines.append(f'{label:<15} ' + ' '.join(fmt(probe[key][n]) for n in names))
+  return '\n'.join(lines)
+
+
+def format_motion(motion: Mapping[str, Any]) -> str:
+  """A short text table of `probe_motion`: one row per latent, one column per feature."""
+  names = list(motion['encoder'])
+  width = max(9, *(len(n) for n in names))
+  fmt = lambda v: f'{"-":>{width}}' if v is None else f'{v:>{width}.3f}'
+  lines = [f'R^2 of the state change over {motion["horizon"]} model steps read by the probe, '
+           f'{motion["windows"]} held-out windows (encoder: from the encoded true frame; '
+           'markov / history: from the open-loop prediction):',
+           f'{"latent":<15} ' + ' '.join(f'{n:>{width}}' for n in names)]
+  for key in ('encoder', 'markov', 'history'):
+    lines.append(f'{key:<15} ' + ' '.join(fmt(motion[key][n]) for n in names))
   return '\n'.join(lines)
