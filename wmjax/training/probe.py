@@ -238,9 +238,7 @@ def probe_motion(model: Any, params: Mapping[str, Any], task: str,
   read = fit_linear_probe(
       encode_frames(model, params, states, proprio, env, image_size)['visual'],
       features_lib.readout_targets(task, states), ridge)
-  pixels = model.obs_key == 'pixels'
-  if pixels and (env is None or image_size is None):
-    raise ValueError('This encoder reads pixels: pass env and image_size to render the frames.')
+  pixels = model.obs_key == 'pixels'  # encode_frames above refused pixels without env.
 
   @jax.jit
   def latents(params, batch):
