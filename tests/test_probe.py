@@ -120,15 +120,21 @@ def _pusht_arrays(key, num):
   return data_lib.WindowArrays(states, proprio, jnp.zeros((num, 5, 2)), stats)
 
 
-def test_probe_of_the_identity_encoder():
-  """The identity encoder's visual token is the raw state: every component but the angle is read
-  exactly; cos / sin of a wrapped angle are not linear in it."""
+def _identity_pusht():
+  """(model, params, train, test): an untrained identity-encoder PushT model on synthetic data."""
   model = models.make_world_model(
       encoder='identity', state_dim=7, proprio_dim=4, action_dim=10, num_hist=1,
       predictor=dict(depth=1, num_heads=1, head_dim=4, mlp_dim=8, dropout=0.0))
   obs = {k: jnp.zeros(s.shape, s.dtype) for k, s in model.obs_spec.items()}
   params = model.init(jax.random.key(0), obs)
   train, test = _pusht_arrays(jax.random.key(1), 100), _pusht_arrays(jax.random.key(2), 40)
+  return model, params, train, test
+
+
+def test_probe_of_the_identity_encoder():
+  """The identity encoder's visual token is the raw state: every component but the angle is read
+  exactly; cos / sin of a wrapped angle are not linear in it."""
+  model, params, train, test = _identity_pusht()
   out = training.probe_encoder(model, params, 'pusht', train, test, train_frames=400,
                                test_frames=200, ridge=1e-3)
   assert (out['train_frames'], out['test_frames']) == (400, 200)
@@ -149,12 +155,7 @@ def test_probe_of_the_identity_encoder():
 def test_motion_probe_scores_the_change_a_model_predicts():
   """The identity encoder's latent carries every state change exactly (the 'encoder' row); an
   untrained predictor's open-loop prediction carries almost none of it."""
-  model = models.make_world_model(
-      encoder='identity', state_dim=7, proprio_dim=4, action_dim=10, num_hist=1,
-      predictor=dict(depth=1, num_heads=1, head_dim=4, mlp_dim=8, dropout=0.0))
-  obs = {k: jnp.zeros(s.shape, s.dtype) for k, s in model.obs_spec.items()}
-  params = model.init(jax.random.key(0), obs)
-  train, test = _pusht_arrays(jax.random.key(1), 100), _pusht_arrays(jax.random.key(2), 40)
+  model, params, train, test = _identity_pusht()
   out = training.probe_motion(model, params, 'pusht', train, test, frameskip=5, horizon=1,
                               train_frames=400, windows=30, batch_size=16)
   assert (out['horizon'], out['windows']) == (1, 30)

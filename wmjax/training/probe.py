@@ -270,27 +270,26 @@ def probe_motion(model: Any, params: Mapping[str, Any], task: str,
 
 def format_probe(probe: Mapping[str, Any]) -> str:
   """A short text table: one row per latent (visual, visual + proprio), one column per feature."""
-  names = list(probe['visual'])
-  width = max(9, *(len(n) for n in names))
-  fmt = lambda v: f'{"-":>{width}}' if v is None else f'{v:>{width}.3f}'
-  lines = [f'Linear probe R^2 of the frozen latent per state feature (ridge {probe["ridge"]:g}; '
-           f'fit on {probe["train_frames"]} training frames, scored on {probe["test_frames"]} '
-           'held-out frames):',
-           f'{"latent":<15} ' + ' '.join(f'{n:>{width}}' for n in names)]
-  for key, label in (('visual', 'visual'), ('visual_proprio', 'visual+proprio')):
-    lines.append(f'{label:<15} ' + ' '.join(fmt(probe[key][n]) for n in names))
-  return '\n'.join(lines)
+  return _table(
+      f'Linear probe R^2 of the frozen latent per state feature (ridge {probe["ridge"]:g}; fit on '
+      f'{probe["train_frames"]} training frames, scored on {probe["test_frames"]} held-out '
+      'frames):', {'visual': probe['visual'], 'visual+proprio': probe['visual_proprio']})
 
 
 def format_motion(motion: Mapping[str, Any]) -> str:
   """A short text table of `probe_motion`: one row per latent, one column per feature."""
-  names = list(motion['encoder'])
+  return _table(
+      f'R^2 of the state change over {motion["horizon"]} model steps read by the probe, '
+      f'{motion["windows"]} held-out windows (encoder: from the encoded true frame; markov / '
+      'history: from the open-loop prediction):',
+      {key: motion[key] for key in ('encoder', 'markov', 'history')})
+
+
+def _table(title: str, rows: Mapping[str, Mapping[str, float | None]]) -> str:
+  names = list(next(iter(rows.values())))
   width = max(9, *(len(n) for n in names))
   fmt = lambda v: f'{"-":>{width}}' if v is None else f'{v:>{width}.3f}'
-  lines = [f'R^2 of the state change over {motion["horizon"]} model steps read by the probe, '
-           f'{motion["windows"]} held-out windows (encoder: from the encoded true frame; '
-           'markov / history: from the open-loop prediction):',
-           f'{"latent":<15} ' + ' '.join(f'{n:>{width}}' for n in names)]
-  for key in ('encoder', 'markov', 'history'):
-    lines.append(f'{key:<15} ' + ' '.join(fmt(motion[key][n]) for n in names))
+  lines = [title, f'{"latent":<15} ' + ' '.join(f'{n:>{width}}' for n in names)]
+  for label, values in rows.items():
+    lines.append(f'{label:<15} ' + ' '.join(fmt(values[n]) for n in names))
   return '\n'.join(lines)
