@@ -92,11 +92,16 @@ def validation_loss(eval_batch, state, val, config, env, needs_pixels) -> dict[s
   return {k: v / count for k, v in totals.items()}
 
 
+def eval_horizon(config: ml_collections.ConfigDict, val) -> int:
+  """Model steps of the held-out evaluations: train.eval_horizon, capped by the trajectories."""
+  return min(int(config.train.eval_horizon), int(val.actions.shape[1]) // int(config.frameskip))
+
+
 def final_evaluation(rollout_eval, params, val, config, env, needs_pixels) -> dict[str, Any]:
   """Open-loop latent prediction errors on held-out windows vs the no-change baseline."""
   t = config.train
   fs = int(config.frameskip)
-  horizon = min(int(t.eval_horizon), int(val.actions.shape[1]) // fs)
+  horizon = eval_horizon(config, val)
   errors, count = mean_errors(rollout_eval, params, data_lib.iterate_windows(
       val, int(t.batch_size), horizon, fs, max_windows=int(t.eval_windows),
       **render_args(config, env, needs_pixels)))
@@ -126,7 +131,7 @@ def probe_evaluation(model, params, config, env, train, val, needs_pixels) -> di
   result = {'probe_r2': out['visual'], 'probe_r2_with_proprio': out['visual_proprio'],
             'probe': {k: out[k] for k in ('train_frames', 'test_frames', 'ridge')}}
   fs = int(config.frameskip)
-  horizon = min(int(config.train.eval_horizon), int(val.actions.shape[1]) // fs)
+  horizon = eval_horizon(config, val)
   if int(p.get('motion_windows', 0)) > 0 and horizon >= 1:
     result['probe_motion'] = training.probe_motion(
         model, params, config.task, train, val, frameskip=fs, horizon=horizon,

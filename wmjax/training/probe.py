@@ -255,7 +255,11 @@ def probe_motion(model: Any, params: Mapping[str, Any], task: str,
   render = dict(env=env, image_size=image_size) if pixels else {}
   for batch in loader_lib.iterate_windows(test, batch_size, horizon, frameskip,
                                           max_windows=windows, **render):
-    got.append(jax.device_get(latents(params, batch)))
+    n = batch['actions'].shape[0]  # The last batch is padded: one compile.
+    padded = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], batch_size - n, 0)]),
+                          batch)
+    got.append(jax.tree.map(lambda x: np.asarray(x)[:n],
+                            jax.device_get(latents(params, padded))))
     s = features_lib.readout_targets(task, np.asarray(batch['state']))
     true_change.append(s[:, -1] - s[:, 0])
   true_change = np.concatenate(true_change)
