@@ -305,6 +305,30 @@ def test_state_head_makes_tokens_encode_positions():
     pretrain.pretrain_conv_autoencoder(imgs[:64], CONV, jax.random.key(0), steps=1, states=pos)
 
 
+def test_feature_weights_weigh_the_readouts_squared_errors():
+  imgs, pos = _dot_images(8, 16, seed=4, return_positions=True)
+  module, head = conv.conv_autoencoder_from_config(CONV), pretrain.StateHead(2)
+  k1, k2 = jax.random.split(jax.random.key(0))
+  params = {'autoencoder': module.init(k1, imgs[:1], method='autoencode')['params']}
+  tokens = module.apply({'params': params['autoencoder']}, imgs)
+  params['head'] = head.init(k2, tokens)['params']
+  params['head'] = jax.tree.map(lambda x: x + 0.01, params['head'])  # Not the zero readout.
+  states = jnp.asarray(pretrain.normalise_states(pos))
+  sq = np.asarray(jnp.square(head.apply({'params': params['head']}, tokens) - states))
+  loss = lambda w: pretrain.pretraining_loss(module, head, params, imgs, states, 0.5, 2.0, w)
+  recon, metrics = loss(jnp.zeros(2))
+  np.testing.assert_allclose(recon, metrics['reconstruction_loss'], rtol=1e-6)
+  np.testing.assert_allclose(metrics['state_mse'], sq.mean(), rtol=1e-5)  # Reported unweighted.
+  np.testing.assert_allclose(loss(None)[0], recon + 2.0 * sq.mean(), rtol=1e-5)
+  np.testing.assert_allclose(loss(jnp.asarray([3.0, 0.0]))[0],
+                             recon + 2.0 * 3.0 * sq[:, 0].mean() / 2, rtol=1e-5)
+  for w, match in ((np.ones(3), r'feature_weights must be \(2,\)'),
+                   (-np.ones(2), 'must be finite and >= 0')):
+    with pytest.raises(ValueError, match=match):
+      pretrain.pretrain_conv_autoencoder(imgs, CONV, jax.random.key(0), steps=1, states=pos,
+                                         feature_weights=w)
+
+
 def test_foreground_weights_mark_the_object():
   img = _dot_images(1, 16)[0].astype(np.float32) / 255
   w = pretrain.foreground_weights(jnp.asarray(img), 10.0)

@@ -49,11 +49,27 @@ def test_pusht_angle_target_is_continuous_across_the_wrap():
     data_lib.readout_targets('pusht', walls)
 
 
+def test_readout_weights_follow_the_readout_columns():
+  np.testing.assert_array_equal(data_lib.readout_weights('pusht', ''), np.ones(8))
+  np.testing.assert_array_equal(data_lib.readout_weights('pusht', 'block_angle=8, agent_vx=0'),
+                                [1, 1, 1, 1, 8, 8, 0, 1])  # An angle weighs its cos and sin.
+  np.testing.assert_array_equal(data_lib.readout_weights('wall', 'y=2.5'), [1, 2.5])
+  for spec, match in (('block_angle_cos=2', "write name=weight with name one of .*'block_angle'"),
+                      ('block_x', 'write name=weight'),
+                      ('block_x=1,block_x=2', "'block_x' is weighted twice"),
+                      ('block_x=-1', "'block_x' must be a finite number >= 0; got '-1'"),
+                      ('block_x=nan', 'must be a finite number'),
+                      ('block_x=two', "got 'two'")):
+    with pytest.raises(ValueError, match=match):
+      data_lib.readout_weights('pusht', spec)
+
+
 def test_conv_pretraining_regresses_the_readout_targets(monkeypatch):
   """The training binary hands the conv encoder's state head cos / sin of the PushT angle."""
   c = pusht_config.get_config('test')
   c.model.encoder = 'conv'
   c.train.encoder_pretrain_images = 12
+  c.train.encoder_pretrain_feature_weights = 'block_angle=8'
   seen = {}
 
   def fake_pretrain(images, config, key, **kw):
@@ -74,6 +90,7 @@ def test_conv_pretraining_regresses_the_readout_targets(monkeypatch):
           for t in seen['states']]
   np.testing.assert_allclose(seen['states'], data_lib.readout_targets(
       'pusht', states.reshape(-1, 7)[rows]))
+  np.testing.assert_array_equal(seen['feature_weights'], [1, 1, 1, 1, 8, 8, 1, 1])
 
 
 # ------------------------------------------------------------------------ the probe itself

@@ -170,6 +170,9 @@ def test_checkpoint_of_other_model_is_rejected(tmp_path, dataset_dir):
     ('data.val_fraction', 1.0, 'data.val_fraction must be a finite number >= 0 and < 1'),
     ('train.encoder_pretrain_lr', float('nan'), 'train.encoder_pretrain_lr must be a finite'),
     ('plan.alpha', float('nan'), r'plan.alpha=nan: numbers in the config must be finite'),
+    ('train.encoder_pretrain_feature_weights', 'x=2', 'needs model.encoder=conv'),
+    ('train.encoder_pretrain_feature_weights', 'z=2', r"'z=2' for wall: write name=weight with "
+     r"name one of \('x', 'y'\)"),
 ])
 def test_contradictory_config_fails_at_startup(field, value, match):
   c = wall.get_config('test')

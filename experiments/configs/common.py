@@ -172,6 +172,9 @@ def train_config(variant: str) -> ml_collections.ConfigDict:
                                        # Weight of the auxiliary linear readout of the normalised
                                        # simulator state from the tokens during conv pretraining
                                        # (wmjax/models/conv.py); 0: reconstruction only.
+  t.encoder_pretrain_feature_weights = ''  # Weights of state features in that readout's MSE,
+                                       # 'name=w,...' (names: wmjax.data.state_features; an
+                                       # angle weighs its cos and sin); '': all 1.
   return t
 
 

@@ -18,6 +18,7 @@ from wmjax.data.dataset import read_meta
 from wmjax.data.dataset import write_dataset
 from wmjax.data.features import readout_names
 from wmjax.data.features import readout_targets
+from wmjax.data.features import readout_weights
 from wmjax.data.features import state_features
 from wmjax.data.features import StateFeatures
 from wmjax.data.loader import add_pixels
@@ -51,6 +52,7 @@ __all__ = [
     'read_meta',
     'readout_names',
     'readout_targets',
+    'readout_weights',
     'replay',
     'ReplayBuffer',
     'rollout',

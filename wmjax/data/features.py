@@ -9,6 +9,7 @@ frozen encoder (wmjax/training/probe.py).
 
     targets = readout_targets('pusht', states)   # (M, 7) -> (M, 8)
     names = readout_names('pusht')               # ('agent_x', ..., 'block_angle_cos', ...)
+    weights = readout_weights('pusht', 'block_angle=8')  # (8,): 8 on cos and sin, 1 elsewhere
 
 The table below is static, one entry per registered task (wmjax.envs.ALL_ENVS).
 """
@@ -74,3 +75,37 @@ def readout_targets(task: str, states: np.ndarray) -> np.ndarray:
     x = states[..., i:i + 1].astype(np.float64)
     columns += [np.cos(x), np.sin(x)] if i in f.angles else [x]
   return np.concatenate(columns, axis=-1).astype(np.float32)
+
+
+def readout_weights(task: str, spec: str) -> np.ndarray:
+  """Per-column weights of `readout_targets(task, ...)` from a spec 'name=w[,name=w...]'.
+
+  Names are the task's state feature names (`state_features(task).names`); an angle's weight
+  applies to both its cos and sin columns. Unnamed features weigh 1; '' is all ones.
+
+  Raises:
+    ValueError: an unknown or repeated name, a malformed entry, or a weight that is not a finite
+      number >= 0; the message names the choices.
+  """
+  f = state_features(task)
+  weights = dict.fromkeys(f.names, 1.0)
+  seen = set()
+  for entry in filter(None, (e.strip() for e in spec.split(','))):
+    name, sep, value = (part.strip() for part in entry.partition('='))
+    if not sep or name not in weights:
+      raise ValueError(f'Feature weight {entry!r} for {task}: write name=weight with name one of '
+                       f'{f.names}.')
+    if name in seen:
+      raise ValueError(f'Feature {name!r} is weighted twice in {spec!r}.')
+    try:
+      w = float(value)
+    except ValueError:
+      w = float('nan')
+    if not np.isfinite(w) or w < 0:
+      raise ValueError(f'Weight of feature {name!r} must be a finite number >= 0; got {value!r}.')
+    weights[name] = w
+    seen.add(name)
+  out = []
+  for i, name in enumerate(f.names):
+    out += [weights[name]] * (2 if i in f.angles else 1)
+  return np.asarray(out, np.float32)

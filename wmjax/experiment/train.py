@@ -89,6 +89,16 @@ def check_config(config: ml_collections.ConfigDict,
     if int(t.encoder_pretrain_steps) < 1:
       errors.append('model.encoder=conv needs train.encoder_pretrain_steps >= 1 (a frozen, '
                     'untrained conv encoder is useless)')
+  if t.get('encoder_pretrain_feature_weights'):
+    if m.encoder != 'conv' or float(t.encoder_pretrain_state_weight) <= 0:
+      errors.append(f'train.encoder_pretrain_feature_weights='
+                    f'{t.encoder_pretrain_feature_weights!r} weighs the state readout of conv '
+                    f'pretraining; it needs model.encoder=conv and '
+                    f'train.encoder_pretrain_state_weight > 0')
+    try:
+      data_lib.readout_weights(config.task, t.encoder_pretrain_feature_weights)
+    except ValueError as e:
+      errors.append(f'train.encoder_pretrain_feature_weights: {e}')
   if not 0.0 <= float(m.predictor.dropout) < 1.0:
     errors.append(f'model.predictor.dropout must be in [0, 1); got {m.predictor.dropout}')
   for name in ('depth', 'num_heads', 'head_dim', 'mlp_dim'):
@@ -129,14 +139,16 @@ def pretrain_encoder(config, env, train: data_lib.WindowArrays, model_kwargs, pr
   t0 = time.perf_counter()
   images = pretrain_lib.render_frames(env, states[pick], int(config.image_size))
   conv_cfg = dict(model_kwargs['conv'], image_size=int(config.image_size))
+  readout = float(t.encoder_pretrain_state_weight) > 0
   params, metrics = pretrain_lib.pretrain_conv_autoencoder(
       images, conv_cfg, jax.random.fold_in(jax.random.key(int(config.seed)), _PRETRAIN),
       steps=int(t.encoder_pretrain_steps), batch_size=int(t.encoder_pretrain_batch_size),
       learning_rate=float(t.encoder_pretrain_lr), progress=progress,
       # The readout regresses continuous state features (angles as cos and sin: a wrapped angle
       # jumps by 2 pi between nearly identical frames).
-      states=(data_lib.readout_targets(config.task, states[pick])
-              if float(t.encoder_pretrain_state_weight) > 0 else None),
+      states=data_lib.readout_targets(config.task, states[pick]) if readout else None,
+      feature_weights=(data_lib.readout_weights(
+          config.task, t.get('encoder_pretrain_feature_weights', '')) if readout else None),
       state_weight=float(t.encoder_pretrain_state_weight))
   summary = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
   summary.update(images=int(count), seconds=time.perf_counter() - t0)

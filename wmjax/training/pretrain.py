@@ -101,7 +101,8 @@ class StateHead(nn.Module):
 
 def pretraining_loss(module: ConvAutoencoder, head: StateHead | None, params: Any,
                      pixels: jax.Array, states: jax.Array | None, foreground_share: float,
-                     state_weight: float) -> tuple[jax.Array, dict[str, jax.Array]]:
+                     state_weight: float, feature_weights: jax.Array | None = None
+                     ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Reconstruction loss plus `state_weight` x the state readout's MSE (module docstring).
 
   Args:
@@ -112,10 +113,12 @@ def pretraining_loss(module: ConvAutoencoder, head: StateHead | None, params: An
     states: (B, S) normalised states (zero mean, unit variance per dimension), or None.
     foreground_share: see `reconstruction_loss`.
     state_weight: weight of the state MSE.
+    feature_weights: optional (S,) weight of each state dimension's squared error inside the
+      mean (None: all 1).
 
   Returns:
     (loss, metrics): metrics 'loss' (the total), 'reconstruction_loss', 'mse', 'foreground_mse'
-    and, with a head, 'state_mse' (normalised units: 1 is the variance of the state).
+    and, with a head, 'state_mse' (normalised units: 1 is the variance of the state; unweighted).
   """
   tokens = module.apply({'params': params['autoencoder']}, pixels)
   recon = module.apply({'params': params['autoencoder']}, tokens, method='decode')
@@ -123,9 +126,10 @@ def pretraining_loss(module: ConvAutoencoder, head: StateHead | None, params: An
   metrics['reconstruction_loss'] = loss
   if head is not None:
     pred = head.apply({'params': params['head']}, tokens)
-    state_mse = jnp.mean(jnp.square(pred - states))
-    metrics['state_mse'] = state_mse
-    loss = loss + state_weight * state_mse
+    sq = jnp.square(pred - states)
+    metrics['state_mse'] = jnp.mean(sq)
+    weighted = sq if feature_weights is None else sq * feature_weights
+    loss = loss + state_weight * jnp.mean(weighted)
   metrics['loss'] = loss
   return loss, metrics
 
@@ -149,6 +153,7 @@ def pretrain_conv_autoencoder(
     progress: bool = True,
     states: np.ndarray | None = None,
     state_weight: float = 1.0,
+    feature_weights: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
   """Trains the conv autoencoder on the task's own images; the encoder is frozen afterwards.
 
@@ -168,6 +173,8 @@ def pretrain_conv_autoencoder(
       (angles as cos and sin, as the training stage does), not wrapped angles.
     state_weight: weight of the readout's MSE beside the reconstruction loss (used with `states`;
       0 trains the head without shaping the encoder).
+    feature_weights: optional (S,) weights >= 0 of the state dimensions inside the readout's MSE
+      (e.g. `wmjax.data.readout_weights(task, 'block_angle=8')`); None: all 1.
 
   Returns:
     (encoder_params, metrics): the module's parameters (encoder and decoder; use as
@@ -191,6 +198,14 @@ def pretrain_conv_autoencoder(
                        f'got {states.shape}.')
     if state_weight < 0:
       raise ValueError(f'state_weight must be >= 0; got {state_weight}.')
+  if feature_weights is not None:
+    feature_weights = np.asarray(feature_weights, np.float32)
+    if states is None or feature_weights.shape != states.shape[1:]:
+      raise ValueError(f'feature_weights must be ({"S" if states is None else states.shape[1]},), '
+                       f'one per state dimension, and needs states; got '
+                       f'{feature_weights.shape}{"" if states is not None else " without states"}.')
+    if not np.all(np.isfinite(feature_weights)) or np.any(feature_weights < 0):
+      raise ValueError(f'feature_weights must be finite and >= 0; got {feature_weights}.')
   head = None if states is None else StateHead(states.shape[1])
   init_key, data_key = jax.random.split(key)
 
@@ -210,7 +225,7 @@ def pretrain_conv_autoencoder(
     data['states'] = jnp.asarray(normalise_states(states))
   probe = jax.tree.map(lambda x: x[:256], data)
   loss_fn = lambda p, b: pretraining_loss(module, head, p, b['pixels'], b.get('states'),
-                                          foreground_share, state_weight)
+                                          foreground_share, state_weight, feature_weights)
 
   @jax.jit
   def train_step(params, opt_state, data, k):
