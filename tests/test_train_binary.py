@@ -259,6 +259,17 @@ def assert_refused(config, workdir, flag, field):
     train_lib.train_and_evaluate(config, workdir, progress=False)
 
 
+def test_dataset_the_config_does_not_describe_is_refused(tmp_path, dataset_dir):
+  workdir = fresh_workdir(tmp_path, dataset_dir, 'other_data')
+  c = make_config(steps=2)
+  c.data.num_trajectories, c.data.seed = 12, 5
+  with pytest.raises(ValueError, match=r'(?s)generated with other data settings than this config'
+                     r'.*data.seed: dataset has 0, this config 5.*data.num_trajectories: dataset '
+                     r'has 8, this config 12.*--config.data.seed=0 --config.data.num_trajectories=8'):
+    train_lib.train_and_evaluate(c, workdir, progress=False)
+  assert os.listdir(workdir) == [layout.DATASET_DIR]  # Refused before writing anything.
+
+
 def test_init_from_starts_on_new_data_from_another_runs_parameters(tmp_path, tmp_path_factory,
                                                                     dataset_dir, capsys):
   base = fresh_workdir(tmp_path, dataset_dir, 'base')

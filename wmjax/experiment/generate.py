@@ -23,17 +23,6 @@ from wmjax.data import dataset as dataset_lib
 from wmjax.experiment import layout
 
 
-def generation_spec(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The config fields that determine a dataset's content (batch size does not)."""
-  return {
-      'task': config.task,
-      'policy': config.data.policy,
-      'seed': int(config.data.seed),
-      'num_trajectories': int(config.data.num_trajectories),
-      'trajectory_length': int(config.data.trajectory_length),
-  }
-
-
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming every invalid `data` setting (and any non-finite number)."""
   d = config.data
@@ -129,7 +118,7 @@ def _generate(config, workdir, overwrite, progress, preview):
   from wmjax.data import policies  # pylint: disable=g-import-not-at-top
 
   path = os.path.join(workdir, layout.DATASET_DIR)
-  spec = generation_spec(config)
+  spec = layout.generation_spec(config)
   if os.path.exists(path) and not overwrite:
     if dataset_lib.matches_generation(path, spec, task=config.task):
       print(f'{path} already holds a valid {config.task} dataset with the same settings; '

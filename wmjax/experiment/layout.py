@@ -51,9 +51,38 @@ def load_data(config: ml_collections.ConfigDict, workdir: str, env: Any):
       state_size=env.state_size, proprio_size=env.proprio_size, action_size=env.action_size,
       num_hist=int(config.num_hist), frameskip=int(config.frameskip),
       image_size=int(config.image_size)))
+  check_generation(config, ds.meta, path)
   train_ds, val_ds = data_lib.split(ds, float(config.data.val_fraction), int(config.data.seed))
   val = data_lib.to_device(val_ds) if val_ds.num_trajectories else None
   return ds, data_lib.to_device(train_ds), val
+
+
+def generation_spec(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The config fields that determine a dataset's content (batch size does not)."""
+  return {
+      'task': config.task,
+      'policy': config.data.policy,
+      'seed': int(config.data.seed),
+      'num_trajectories': int(config.data.num_trajectories),
+      'trajectory_length': int(config.data.trajectory_length),
+  }
+
+
+def check_generation(config: ml_collections.ConfigDict, meta: dict, path: str) -> None:
+  """Raises ValueError when the config's `data` section describes another dataset than the one at
+  `path` (its meta's `generation`), naming each differing field and the flags that match it: the
+  config a checkpoint records then describes the data it was trained on."""
+  found = meta.get('generation') or {}
+  spec = generation_spec(config)
+  fields = [k for k in spec if k in found and found[k] != spec[k]]
+  if fields:
+    raise ValueError(
+        f'The dataset at {path} was generated with other data settings than this config:\n  '
+        + '\n  '.join(f'data.{k}: dataset has {found[k]!r}, this config {spec[k]!r}'
+                       for k in fields)
+        + '\nPass the dataset\'s settings ('
+        + ' '.join(f'--config.data.{k}={found[k]}' for k in fields)
+        + ') or generate the dataset this config describes in another workdir.')
 
 
 class ModelInputs(NamedTuple):
