@@ -181,3 +181,10 @@ def test_motion_probe_scores_the_change_a_model_predicts():
     assert out['encoder'][name] > 0.999
     assert out['markov'][name] < 0.5
   assert 'history' in probe_lib.format_motion(out)
+  # The encoder probe's fitted reader (the same training frames) gives the same scores.
+  _, read = training.probe_encoder(model, params, 'pusht', train, test, train_frames=400,
+                                   test_frames=50, return_reader=True)
+  shared = training.probe_motion(model, params, 'pusht', train, test, frameskip=5, horizon=1,
+                                 windows=30, batch_size=16, read=read)
+  for key in ('encoder', 'markov', 'history'):
+    np.testing.assert_allclose(list(shared[key].values()), list(out[key].values()), atol=1e-6)

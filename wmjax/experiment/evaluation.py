@@ -124,10 +124,11 @@ def probe_evaluation(model, params, config, env, train, val, needs_pixels) -> di
   render = render_args(config, env, needs_pixels)
   # Host copies (the same on every process): frames are drawn and encoded on each process alone.
   params, train, val = parallel.gather((params, train, val))
-  out = training.probe_encoder(
+  out, read = training.probe_encoder(
       model, params, config.task, train, val, env=render.get('env'),
       image_size=render.get('image_size'), train_frames=int(p.train_frames),
-      test_frames=int(p.test_frames), ridge=float(p.ridge), seed=int(config.seed))
+      test_frames=int(p.test_frames), ridge=float(p.ridge), seed=int(config.seed),
+      return_reader=True)
   result = {'probe_r2': out['visual'], 'probe_r2_with_proprio': out['visual_proprio'],
             'probe': {k: out[k] for k in ('train_frames', 'test_frames', 'ridge')}}
   fs = int(config.frameskip)
@@ -136,8 +137,7 @@ def probe_evaluation(model, params, config, env, train, val, needs_pixels) -> di
     result['probe_motion'] = training.probe_motion(
         model, params, config.task, train, val, frameskip=fs, horizon=horizon,
         env=render.get('env'), image_size=render.get('image_size'),
-        train_frames=int(p.train_frames), windows=int(p.motion_windows), ridge=float(p.ridge),
-        seed=int(config.seed))
+        windows=int(p.motion_windows), read=read)  # The probe fitted above.
   return result
 
 

@@ -181,8 +181,8 @@ def encode_frames(model: Any, params: Mapping[str, Any], states: np.ndarray,
 def probe_encoder(model: Any, params: Mapping[str, Any], task: str,
                   train: loader_lib.WindowArrays, test: loader_lib.WindowArrays, *,
                   env: Any = None, image_size: int | None = None, train_frames: int = 2000,
-                  test_frames: int = 1000, ridge: float = 1e-3,
-                  seed: int = 0) -> dict[str, Any]:
+                  test_frames: int = 1000, ridge: float = 1e-3, seed: int = 0,
+                  return_reader: bool = False) -> Any:
   """Linear-probe R^2 of the model's frozen latent, per state feature of `task`.
 
   Fits on up to `train_frames` frames of `train` and scores on up to `test_frames` frames of
@@ -191,7 +191,8 @@ def probe_encoder(model: Any, params: Mapping[str, Any], task: str,
   Returns:
     {'visual': {feature: R^2}, 'visual_proprio': {feature: R^2}, 'train_frames': N,
     'test_frames': M, 'ridge': ridge}; R^2 is None where a feature is constant on the test
-    frames.
+    frames. With `return_reader`, (that dict, the fitted visual probe `read`), which
+    `probe_motion` can reuse (the same frames it would fit on with the same `seed`).
   """
   names = features_lib.readout_names(task)
   train_states, train_proprio = sample_frames(train, train_frames, seed)
@@ -203,22 +204,23 @@ def probe_encoder(model: Any, params: Mapping[str, Any], task: str,
              'test': {k: v[n:] for k, v in both.items()}}
   targets = {'train': features_lib.readout_targets(task, train_states),
              'test': features_lib.readout_targets(task, test_states)}
-  out = {}
+  out, readers = {}, {}
   for name, keys in (('visual', ('visual',)), ('visual_proprio', ('visual', 'proprio'))):
     feats = {s: np.concatenate([latents[s][k] for k in keys], axis=-1) for s in latents}
-    r2 = linear_probe_r2(feats['train'], targets['train'], feats['test'], targets['test'],
-                         ridge)
+    readers[name] = fit_linear_probe(feats['train'], targets['train'], ridge)
+    r2 = r2_score(readers[name](feats['test']), targets['test'])
     out[name] = {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, r2)}
   out.update(train_frames=len(targets['train']), test_frames=len(targets['test']),
              ridge=float(ridge))
-  return out
+  return (out, readers['visual']) if return_reader else out
 
 
 def probe_motion(model: Any, params: Mapping[str, Any], task: str,
                  train: loader_lib.WindowArrays, test: loader_lib.WindowArrays, *,
                  frameskip: int, horizon: int, env: Any = None, image_size: int | None = None,
                  train_frames: int = 2000, windows: int = 1000, ridge: float = 1e-3,
-                 seed: int = 0, batch_size: int = 64) -> dict[str, Any]:
+                 seed: int = 0, batch_size: int = 64,
+                 read: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, Any]:
   """Does the model predict how the state changes? R^2 of the predicted change, per feature.
 
   A linear probe (state features <- visual latent) is fitted on `train_frames` training frames.
@@ -227,18 +229,22 @@ def probe_motion(model: Any, params: Mapping[str, Any], task: str,
   the state from the prediction at `horizon` and from the encoded first frame, and their
   difference is scored against the true state change (R^2 per readout feature). 'encoder' scores
   the probe's reading of the encoded true last frame the same way: how much of the change the
-  latent itself carries, the level a perfect predictor would reach.
+  latent itself carries, the level a perfect predictor would reach. `read`: an already fitted
+  visual probe (`probe_encoder(..., return_reader=True)`) in place of fitting one here.
 
   Returns:
     {'horizon', 'windows', 'encoder': {feature: R^2}, 'markov': {...}, 'history': {...}};
     R^2 is None where a feature does not change.
   """
   names = features_lib.readout_names(task)
-  states, proprio = sample_frames(train, train_frames, seed)
-  read = fit_linear_probe(
-      encode_frames(model, params, states, proprio, env, image_size)['visual'],
-      features_lib.readout_targets(task, states), ridge)
-  pixels = model.obs_key == 'pixels'  # encode_frames above refused pixels without env.
+  pixels = model.obs_key == 'pixels'
+  if pixels and (env is None or image_size is None):
+    raise ValueError('This encoder reads pixels: pass env and image_size to render the frames.')
+  if read is None:
+    states, proprio = sample_frames(train, train_frames, seed)
+    read = fit_linear_probe(
+        encode_frames(model, params, states, proprio, env, image_size)['visual'],
+        features_lib.readout_targets(task, states), ridge)
 
   @jax.jit
   def latents(params, batch):
