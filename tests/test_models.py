@@ -327,6 +327,9 @@ def test_feature_weights_weigh_the_readouts_squared_errors():
     with pytest.raises(ValueError, match=match):
       pretrain.pretrain_conv_autoencoder(imgs, CONV, jax.random.key(0), steps=1, states=pos,
                                          feature_weights=w)
+  with pytest.raises(ValueError, match='pass states too'):
+    pretrain.pretrain_conv_autoencoder(imgs, CONV, jax.random.key(0), steps=1,
+                                       feature_weights=np.ones(2))
 
 
 def test_foreground_weights_mark_the_object():

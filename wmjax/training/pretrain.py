@@ -199,11 +199,12 @@ def pretrain_conv_autoencoder(
     if state_weight < 0:
       raise ValueError(f'state_weight must be >= 0; got {state_weight}.')
   if feature_weights is not None:
+    if states is None:
+      raise ValueError('feature_weights weigh the state readout: pass states too.')
     feature_weights = np.asarray(feature_weights, np.float32)
-    if states is None or feature_weights.shape != states.shape[1:]:
-      raise ValueError(f'feature_weights must be ({"S" if states is None else states.shape[1]},), '
-                       f'one per state dimension, and needs states; got '
-                       f'{feature_weights.shape}{"" if states is not None else " without states"}.')
+    if feature_weights.shape != states.shape[1:]:
+      raise ValueError(f'feature_weights must be ({states.shape[1]},), one per state dimension; '
+                       f'got {feature_weights.shape}.')
     if not np.all(np.isfinite(feature_weights)) or np.any(feature_weights < 0):
       raise ValueError(f'feature_weights must be finite and >= 0; got {feature_weights}.')
   head = None if states is None else StateHead(states.shape[1])
