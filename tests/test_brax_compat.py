@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from limits import TIMEOUT_S
 
 brax_base = pytest.importorskip('brax.envs.base')
 from brax.envs.wrappers import training as brax_wrappers  # pylint: disable=g-import-not-at-top
@@ -173,6 +174,6 @@ def test_reacher_example_runs():
   out = subprocess.run(
       [sys.executable, os.path.join(ROOT, 'examples', 'brax_reacher.py'), '--problems', '2',
        '--budget', '4', '--horizon', '4', '--cem', '16', '4', '2', '--adam_steps', '2'],
-      capture_output=True, text=True, timeout=1200, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+      capture_output=True, text=True, timeout=TIMEOUT_S, env=dict(os.environ, JAX_PLATFORMS='cpu'))
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'CEM   success' in out.stdout and 'Adam  success' in out.stdout, out.stdout

@@ -8,6 +8,7 @@ import sys
 import tomllib
 
 import pytest
+from limits import TIMEOUT_S
 
 from wmjax.experiment import cli
 
@@ -18,7 +19,7 @@ SCRIPTS = {'wmjax-generate-data': 'generate_data', 'wmjax-train': 'train_world_m
 
 
 def _run(args, cwd=ROOT):
-  return subprocess.run(args, capture_output=True, text=True, cwd=cwd, timeout=300,
+  return subprocess.run(args, capture_output=True, text=True, cwd=cwd, timeout=TIMEOUT_S,
                         env=dict(os.environ, JAX_PLATFORMS='cpu'))
 
 

@@ -22,6 +22,7 @@ import tomllib
 
 import pytest
 from packaging.requirements import Requirement
+from limits import TIMEOUT_S
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -110,7 +111,7 @@ def test_core_alone_runs_the_readme_planner_snippet(tmp_path):
   env = {k: v for k, v in os.environ.items() if not k.startswith(('PYTHON', 'VIRTUAL_ENV'))}
   env['JAX_PLATFORMS'] = 'cpu'
   out = subprocess.run([python, '-I', '-c', check + _readme_block('## Using the planners')],
-                       capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=600)
+                       capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=TIMEOUT_S)
   assert out.returncode == 0, out.stderr[-3000:]
   shape, cost = out.stdout.split(')')[-2:]
   assert '(8, 5, 2' in out.stdout and float(cost) < 0.1, out.stdout
@@ -128,7 +129,7 @@ def test_importing_the_simulators_is_quiet():
     pytest.skip('warp is installed: mujoco.mjx imports it without a message')
   code = 'import wmjax.envs.pusht, wmjax.envs.pointmaze, brax.envs; print("ok")'
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                       env=dict(os.environ, JAX_PLATFORMS='cpu'), cwd=ROOT, timeout=300)
+                       env=dict(os.environ, JAX_PLATFORMS='cpu'), cwd=ROOT, timeout=TIMEOUT_S)
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout == 'ok\n', out.stdout
 
