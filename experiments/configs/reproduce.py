@@ -8,7 +8,7 @@ Scales:
   cpu    the three tasks at their `cpu` configs: the grid of PAPER.md section 6 plus MPPI,
          GradCEM, the true-dynamics ceiling, bounded Adam and a budget sweep, with the costliest
          rows on fewer problems or left out (see below) to fit 2 CPU cores in a few hours
-         (Wall alone: 61 minutes on an idle 2-core machine, RESULTS.md).
+         (measured on an idle 2-core machine: Wall 61 minutes, PointMaze 43; RESULTS.md).
   gpu    the three tasks at their `gpu` configs in one 10-minute run on one H200: data, a conv
          world model trained on the GPU, AWM and OWM, the gap diagnostic, then Adam, CEM and GD
          at the paper's planner budgets (Adam 100 steps, 300 open loop; CEM 300 samples, top 30,
