@@ -9,59 +9,50 @@ Scales:
          GradCEM, the true-dynamics ceiling, bounded Adam and a budget sweep, with the costliest
          rows on fewer problems or left out (see below) to fit 2 CPU cores in a few hours
          (measured on an idle 2-core machine: Wall 61 minutes, PointMaze 43; RESULTS.md).
-  gpu    the three tasks at their `gpu` configs in one 10-minute run on one H200: data, a conv
-         world model trained on the GPU, AWM and OWM, the gap diagnostic, then Adam, CEM and GD
-         at the paper's planner budgets (Adam 100 steps, 300 open loop; CEM 300 samples, top 30,
-         30 iterations on PushT and 10 on PointMaze and Wall; GD 1000 steps) on 50 problems.
-         Time table below.
+  gpu    the three tasks at their `gpu` configs on one H200: data, a conv world model trained
+         on the GPU, AWM and OWM, the gap diagnostic, then Adam, CEM and GD at the paper's
+         planner budgets (Adam 100 steps, 300 open loop; CEM 300 samples, top 30, 30 iterations
+         on PushT and 10 on PointMaze and Wall; GD 1000 steps) on 50 problems. Measured: PushT's
+         first nine of ten rows took 10.3 minutes from an empty compilation cache, so run one
+         task at a time (`--config.tasks="('pusht',)"`, then pointmaze, then wall; PushT about
+         11 minutes). Time table below.
   paper  the three tasks at their `paper` configs, every row on 50 problems (a GPU; DINOv2
          weights from a local file).
 
-The `gpu` scale. Every row batches its 50 problems in one jitted call and compiles once; the rows
-of the base, AWM and OWM models share a program (the parameters are arguments), so with the
-persistent compilation cache (on in every binary) only each task's first row of a program
-compiles. Planning at the paper's budgets on a small model is bound by two things: the latency
-of sequential gradient steps (Adam, GD: ~3 ms per step whatever the batch; GD under MPC is 30 x
-1000 steps) and the FLOPs of CEM's 15,000-window populations (PushT: 30 iterations through 3-frame
-windows). The predictor is therefore the `cpu` one (4 layers, width 128, 16 tokens); the encoder
-is twice as wide (conv channels 32-64-128-128) and training batches are 4x the cpu's (128).
-Rows left out (patterns in `skip`): GD under MPC (latency: measured 95.5 s per 30-action episode on
-an H100, nearly a minute and a half per row), open loop on the OWM model (the paper reports no
-such cell) and AWM open-loop CEM and GD (the paper's open-loop AWM claim is about GBP). Left: 10
-rows per task, 30 in all. No GPU has run this scale yet: the estimates come from measured figures
-(below), and the first run's `<workdir>/<task>/stage_seconds.json` replaces them. A run that is
-stopped continues where it stopped when started again (each stage is skipped once done, and the
-warm compilation cache skips the compiles).
+The `gpu` scale. Every row batches its 50 problems in one jitted call; the rows of the base, AWM
+and OWM models share a program (the parameters are arguments), so with the persistent
+compilation cache (on in every binary) only each task's first row of a program compiles.
+Planning at the paper's budgets on a small model is bound by two things: the latency of
+sequential gradient steps (Adam: 3.7 ms per step for 50 problems, measured; GD under MPC is
+30 x 1000 steps) and the FLOPs of CEM's 15,000-window populations (PushT: 30 iterations through
+3-frame windows). The predictor is therefore the `cpu` one (4 layers, width 128, 16 tokens);
+the encoder is twice as wide (conv channels 32-64-128-128) and training batches are 4x the cpu's
+(128). Rows left out (patterns in `skip`): GD under MPC (latency: measured 95.5 s per 30-action
+episode on an H100, nearly a minute and a half per row), open loop on the OWM model (the paper
+reports no such cell) and AWM open-loop CEM and GD (the paper's open-loop AWM claim is about
+GBP). Left: 10 rows per task, 30 in all. A run that is stopped continues where it stopped when
+started again (each stage is skipped once done, and the warm compilation cache skips the
+compiles).
 
-Figures: [P] RESULTS.md "Planning cost", one H100, the Wall `cpu` architecture (this predictor),
-50 instances: GD x 1000 2.74 s per plan, Adam x 100 0.295 s (9.63 s per 30-replan MPC episode),
-CEM 300 x 30 1.36 s per plan with 1-frame windows (x3 for PointMaze's and PushT's 3-frame history
-windows, /3 for 10 iterations). [E] RESULTS.md "Environments", H100: MJX programs compile in
-4-7 s; batch-1 PushT 223 env steps/s, PointMaze 505; the PushT expert generates 430k env steps/s.
-[G] benchmarks/gpu.py on one H200 at the paper's sizes: a training step 25 ms, predictor forward
-on 300 windows x 588 tokens 46 ms (a batch-128 step of this model is ~40x fewer FLOPs, so it is
-latency-bound like one Adam step of [P]: 2-3 ms). Compiles assumed: 8 s for a program holding an
-MJX task, 4 s for Wall; 1.5 s per row that hits the cache (trace, load, outputs).
+Seconds per stage, PushT measured on one H200 (2026-11-30, jax 0.11.2, fresh machine, empty
+compilation cache; RESULTS.md "Reproduction at the `gpu` scale"), with the encoder pretrained
+1,000 steps (now 3,000: ~30 s more). It was sized from estimates at 557 s for all three tasks;
+PushT took 2.4x its estimate, and PointMaze and Wall have not run on a GPU yet.
 
-Seconds per stage (size: wall / pointmaze / pusht where they differ):
+| stage | size | pusht | of which |
+|---|---|---|---|
+| data | 4,000 x 100 steps | 23 | |
+| base model | encoder 1,000 + world model 3,500 steps x 128 | 121 | steps 14 + 39 |
+| AWM | 200 steps x 40 | 35 | first step (compile) 25 |
+| OWM | 200 steps x 40, 20 plans (Adam x 100, 8 segments) | 63 | first step 49 |
+| gap diagnostic | 3 models x open-loop Adam x 300, 50 problems | 80 | |
+| 9 planning rows | Adam and CEM, open loop and MPC | 296 | compiles 148, episodes 79 |
+| GD open loop | x 1000 | not run | estimated ~35 |
+| total | | 618 + GD | about 11 minutes with the process start |
 
-| stage | size | wall | pointmaze | pusht | from |
-|---|---|---|---|---|---|
-| data | 1,920 x 50 / 2,000 x 100 / 4,000 x 100 | 3 | 6 | 9 | [E] |
-| encoder pretraining | 16,000 frames, 1,000 steps x 128 | 8 | 8 | 8 | [G] 3 ms/step |
-| world model | 2,500 / 2,500 / 3,500 steps x 128, evals, probe | 19 | 22 | 25 | [G], [P] |
-| AWM | 200 steps x 40 | 10 | 10 | 10 | ~6 ms/step |
-| OWM | 200 steps x 40, 20 plans (Adam x 100, 8 segments) | 23 | 24 | 25 | [P], [E] |
-| gap diagnostic | 3 models x open-loop Adam x 300, 50 problems | 12 | 12 | 12 | [P] |
-| open loop, base | Adam x 300, CEM, GD x 1000 | 4 | 5 | 8 | [P] |
-| open loop, AWM | Adam x 300 | 1 | 1 | 1 | [P] |
-| MPC, 3 models | Adam x 100, CEM; 30 / 10 / 30 actions | 37 | 17 | 107 | [P], [E] |
-| planning compiles | 5 programs + 5 cache hits per task | 28 | 48 | 48 | assumed |
-| tables, plots | | 2 | 2 | 2 | |
-| total | 557 s = 9.3 min | 147 | 155 | 255 | |
-
-Training stages include their compiles (~10 s per task for training, 5 for AWM, 12 for OWM's
-planning program, 8 for the diagnostic).
+A planning row's first program compiles in 20-35 s, a repeat (another model, a cache hit) still
+takes 8-9 s to trace and load, and each row spends ~8 s loading the model, sampling problems and
+plotting: compiles and host work, not episodes, are where a faster `gpu` scale has to start.
 """
 
 import ml_collections
@@ -159,7 +150,7 @@ def get_config(scale: str = 'cpu') -> ml_collections.ConfigDict:
                    ('pointmaze/adversarial/cem_mpc', 10), ('pointmaze/online/cem_mpc', 10),
                    ('pusht/*/cem_*', 10))
   if scale == 'gpu':
-    # Sized for one 10-minute run on one H200 (time table in the module docstring): the grid of
+    # One task per run on one H200 (time table in the module docstring): the grid of
     # Adam and CEM open loop and under MPC, GD open loop, every row on 50 problems.
     c.baselines = ()
     c.baseline_models = ()
