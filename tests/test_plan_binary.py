@@ -73,6 +73,7 @@ def check_results(r, planner, mode, num_replans, execute):
   t = r['timing']
   assert t['compile_seconds'] > 0 and t['run_seconds'] > 0
   assert t['seconds_per_plan'] == pytest.approx(t['run_seconds'] / num_replans)
+  assert min(t['load_seconds'], t['problems_seconds'], t['outputs_seconds']) >= 0
   assert r['machine']['jax'] == jax.__version__
   assert 'jax_default_matmul_precision' in r['machine']
   assert r['planner_settings'] == c.plan[planner].to_dict()
@@ -80,6 +81,7 @@ def check_results(r, planner, mode, num_replans, execute):
   assert json.load(open(os.path.join(out, 'results.json')))['num_success'] == k
   summary = open(os.path.join(out, 'summary.md')).read()
   assert 'Wilson' in summary and f'{num_replans} replans x {execute} executed' in summary
+  assert 'Host work around the compiled call' in summary
   assert os.path.getsize(os.path.join(out, 'distance.png')) > 0
   assert len(r['videos']['paths']) == c.plan.num_videos
   for p in r['videos']['paths']:
@@ -183,6 +185,20 @@ def test_planner_factory_errors():
   with pytest.raises(ValueError, match="plan.cem lacks the setting 'num_elites'"):
     planners.make_planner('cem', {'num_samples': 8, 'num_iterations': 1, 'init_std': 1.0},
                           horizon=5, action_size=10)
+
+
+def test_problems_are_sampled_once_per_process():
+  plan.task_problems.cache_clear()
+  first = plan.task_problems('wall', False, 4, 3)
+  again = plan.task_problems('wall', False, 4, 3)
+  assert plan.task_problems.cache_info().hits == 1
+  assert all(a is b for a, b in zip(first, again))
+  fresh = plan.sample_problems(envs.load('wall', clip_actions=False), 4, 3)
+  np.testing.assert_array_equal(np.asarray(first[0]), np.asarray(fresh[0]))
+  np.testing.assert_array_equal(np.asarray(first[1]), np.asarray(fresh[1]))
+  np.testing.assert_array_equal(jax.random.key_data(first[2]), jax.random.key_data(fresh[2]))
+  other = plan.task_problems('wall', False, 4, 4)  # Another seed: other problems.
+  assert not np.array_equal(np.asarray(other[0]), np.asarray(first[0]))
 
 
 def test_wilson_interval():

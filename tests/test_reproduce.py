@@ -24,9 +24,10 @@ def test_smoke_run_writes_tables_and_continues(tmp_path):
   for e in task['evaluations']:
     assert 0.0 <= e['success_rate'] <= 1.0 and e['seconds_per_episode'] > 0
     assert e['budget']['model_actions'] == 5  # Equal executed steps for every planner.
+    assert e['host_seconds'] > 0
   assert list(task['gap']['models']) == ['base', 'adversarial']
   md = open(os.path.join(workdir, 'results.md')).read()
-  assert '| AWM | mpc |' in md and 'paper GD / Adam / CEM' in md
+  assert '| AWM | mpc |' in md and 'paper GD / Adam / CEM' in md and '| host s |' in md
   # base/cem_mpc ran on the first 2 problems: its cell says so and the detail table compares
   # Adam on exactly those.
   cem = next(e for e in task['evaluations'] if e['name'] == 'base/cem_mpc')

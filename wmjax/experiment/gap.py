@@ -82,7 +82,8 @@ def _diagnose(config, workdir, progress):
   normalizer = execution.normalizer_from_stats(stats)
   fs, horizon, size = int(config.frameskip), int(proto.horizon), int(config.image_size)
   n = int(config.plan.num_instances)
-  init, goal, keys = plan_lib.sample_problems(env, n, int(config.plan.seed))
+  init, goal, keys = plan_lib.task_problems(config.task, bool(config.clip_actions), n,
+                                             int(config.plan.seed))
   planner = plan_lib.build_planner(config, env, stats, proto)
   models = find_models(workdir)
   # Offline windows are cut from held-out trajectories, which may be shorter than a plan.

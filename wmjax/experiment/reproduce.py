@@ -234,6 +234,13 @@ def _write_json(path, obj):
 
 
 # ------------------------------------------------------------------------------------ results
+def _host_seconds(timing: dict[str, Any]) -> float | None:
+  """A plan row's host work around its compiled call (None for results written before it was
+  timed)."""
+  parts = [timing.get(k) for k in ('load_seconds', 'problems_seconds', 'outputs_seconds')]
+  return None if None in parts else sum(parts)
+
+
 def collect_task(rc, task: str, taskdir: str, c, timings) -> dict[str, Any]:
   """Gathers a task's outputs into one dict (and draws its success-vs-time plot)."""
   env = envs.load(task)
@@ -255,6 +262,7 @@ def collect_task(rc, task: str, taskdir: str, c, timings) -> dict[str, Any]:
                             seconds_per_episode=r['timing']['seconds_per_episode'],
                             seconds_per_instance=r['timing']['seconds_per_instance_amortised'],
                             compile_seconds=r['timing']['compile_seconds'],
+                            host_seconds=_host_seconds(r['timing']),
                             instance_success=[i['success'] for i in r['instances']],
                             mean_final_distance=r['mean_final_distance']))
   result = {'task': task, 'variant': c.variant, 'coverage': coverage,

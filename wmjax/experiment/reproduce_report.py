@@ -135,12 +135,13 @@ def markdown(results: dict[str, Any]) -> str:
     out += ['', *_how_to_read(t['variant'], results['scale'], any(e['simulator'] for e in ev))]
     fewer = any(e['num_instances'] < n for e in ev)
     columns = ['row', 'settings', 'budget (replans x executed = model actions)', 'problems',
-               's per batched episode', 's per problem', 'compile s', 'success %']
+               's per batched episode', 's per problem', 'compile s', 'host s', 'success %']
     if fewer:
       columns.append('Adam / CEM MPC on the same problems')
     out += ['', 'Every evaluation: the planner\'s settings, its budget, the problems it ran on, '
             'seconds per MPC episode with all its problems batched in one call and that time '
-            'divided by the problems (the column to compare speed by), compile seconds (not part '
+            'divided by the problems (the column to compare speed by), compile seconds and host '
+            'seconds (loading the model, sampling the problems, writing the outputs; neither part '
             'of the run times), success %' + (
                 '; for rows run on fewer problems, Adam\'s and CEM\'s MPC success (same model) '
                 'on exactly those problems, the numbers such a row compares with.' if fewer
@@ -151,7 +152,8 @@ def markdown(results: dict[str, Any]) -> str:
       cells = [e['name'], e['settings'],
                f'{b["num_replans"]} x {b["execute"]} = {b["model_actions"]}',
                str(e['num_instances']), f'{e["seconds_per_episode"]:.3g}',
-               f'{e["seconds_per_instance"]:.3g}', f'{e["compile_seconds"]:.3g}', _cell(e)]
+               f'{e["seconds_per_instance"]:.3g}', f'{e["compile_seconds"]:.3g}',
+               '-' if e.get('host_seconds') is None else f'{e["host_seconds"]:.3g}', _cell(e)]
       if fewer:
         cells.append(_on_same_problems(e, ev) if e['num_instances'] < n else '')
       out.append('| ' + ' | '.join(cells) + ' |')
