@@ -102,7 +102,8 @@ def _diagnose(config, workdir, progress):
 
     return jax.vmap(one)(init, goal, keys)
 
-  def induced_batch(plans):
+  @jax.jit
+  def induced_batch_fn(plans):
     traj = execution.execute_plans(env, normalizer, init, plans, fs)
     batch = {'state': traj['state'], 'proprio': traj['proprio'], 'actions': plans}
     return data_lib.add_pixels(env, batch, size)
@@ -113,17 +114,23 @@ def _diagnose(config, workdir, progress):
              'clip_actions': bool(env.clip_actions),
              'rollout_planned_with': proto.rollout, 'models': {}}
   base_batch = None
+  # The base and finetuned models share one architecture (WorldModel is a frozen, hashable
+  # dataclass): their programs are traced and compiled once, the parameters being arguments.
+  programs = {}
   for name, path in models:
     say(f'[{name}] {path}')
     model, params, meta = layout.load_model(config, workdir, path, env)
     needs_pixels = model.obs_key == 'pixels'
-    rollout_eval = evaluation.rollout_function(model)
+    if model not in programs:
+      programs[model] = (evaluation.rollout_function(model),
+                         jax.jit(lambda p, model=model: make_plans(model, p)))
+    rollout_eval, plans_fn = programs[model]
     offline, _ = evaluation.mean_errors(rollout_eval, params, data_lib.iterate_windows(
         val, int(config.train.batch_size), offline_horizon, fs,
         max_windows=int(config.train.eval_windows),
         **evaluation.render_args(config, env, needs_pixels)))
-    plans = jax.jit(lambda p, model=model: make_plans(model, p))(params)
-    own_batch = jax.jit(induced_batch)(plans)
+    plans = plans_fn(params)
+    own_batch = induced_batch_fn(plans)
     # The same trajectories, with the actions the simulator executed (clipped where the task
     # clips): separates unseen actions from unseen states (PAPER.md section 9).
     executed = execution.executed_actions(env, normalizer, plans, fs)
