@@ -107,6 +107,32 @@ def test_plan_in_process(workdir, planner, mode, fields, num_replans, execute):
       planner=planner, mode=mode, **fields))
 
 
+def test_rows_that_differ_only_in_parameters_share_one_program(workdir, monkeypatch):
+  """A second evaluation with the same program key reuses the compiled program; the parameters
+  stay an argument (other weights give that program's results for them, as a fresh compile
+  does), and any changed setting compiles its own."""
+  finals = lambda r: [i['final_state'] for i in r['instances']]
+  plan._PROGRAMS.clear()
+  first = plan.evaluate(make_config(run_name='p1'), workdir, progress=False)
+  again = plan.evaluate(make_config(run_name='p2'), workdir, progress=False)
+  assert not first['timing']['program_reused'] and again['timing']['program_reused']
+  assert finals(again) == finals(first)
+  changed = make_config(run_name='p3')
+  changed.plan.adam.lr *= 2
+  assert not plan.evaluate(changed, workdir, progress=False)['timing']['program_reused']
+
+  load = layout.load_model
+  def scaled_model(*args, **kwargs):  # Other weights, the same architecture.
+    model, params, meta = load(*args, **kwargs)
+    return model, jax.tree.map(lambda x: x * 0.5, params), meta
+  monkeypatch.setattr(layout, 'load_model', scaled_model)
+  reused = plan.evaluate(make_config(run_name='p4'), workdir, progress=False)
+  plan._PROGRAMS.clear()
+  fresh = plan.evaluate(make_config(run_name='p5'), workdir, progress=False)
+  assert reused['timing']['program_reused'] and not fresh['timing']['program_reused']
+  assert finals(reused) == finals(fresh) and finals(reused) != finals(first)
+
+
 def test_plan_binary_cem_mpc(workdir):
   cmd = [sys.executable, BINARY, '--config', os.path.join(ROOT, 'experiments/configs/wall.py:test'),
          '--workdir', workdir, '--checkpoint', os.path.join(workdir, 'world_model'),

@@ -118,7 +118,8 @@ def summary_markdown(r: dict[str, Any]) -> str:
       f'| {r["success_rate"]:.0%} ({r["num_success"]}/{r["num_instances"]}) | '
       f'{lo:.0%} - {hi:.0%} | {r["mean_final_distance"]:.4g} | {r["mean_min_distance"]:.4g} | '
       f'{t["seconds_per_episode"]:.3g} | {t["seconds_per_plan"]:.3g} | '
-      f'{t["compile_seconds"]:.3g} | {b["num_replans"]} replans x {b["execute"]} executed = '
+      f'{t["compile_seconds"]:.3g}{" (reused)" if t.get("program_reused") else ""} | '
+      f'{b["num_replans"]} replans x {b["execute"]} executed = '
       f'{b["model_actions"]} model actions ({b["env_steps"]} env steps) |',
       '',
       f'Objective `{r["protocol"]["objective"]}` (alpha {r["protocol"]["alpha"]:g}), rollout '
