@@ -20,8 +20,9 @@ Scales:
          weights from a local file).
 
 The `gpu` scale. Every row batches its 50 problems in one jitted call; the rows of the base, AWM
-and OWM models share a program (the parameters are arguments), so with the persistent
-compilation cache (on in every binary) only each task's first row of a program compiles.
+and OWM models share a program (the parameters are arguments): the first row of a program
+compiles it (or loads it from the persistent compilation cache, on in every binary) and later
+rows of the same process reuse it as it is (`wmjax.experiment.plan`: no trace, no load).
 Planning at the paper's budgets on a small model is bound by two things: the latency of
 sequential gradient steps (Adam: 3.7 ms per step for 50 problems, measured; GD under MPC is
 30 x 1000 steps) and the FLOPs of CEM's 15,000-window populations (PushT: 30 iterations through
@@ -50,9 +51,10 @@ PushT took 2.4x its estimate, and PointMaze and Wall have not run on a GPU yet.
 | GD open loop | x 1000 | not run | estimated ~35 |
 | total | | 618 + GD | about 11 minutes with the process start |
 
-A planning row's first program compiles in 20-35 s, a repeat (another model, a cache hit) still
-takes 8-9 s to trace and load, and each row spends ~8 s loading the model, sampling problems and
-plotting: compiles and host work, not episodes, are where a faster `gpu` scale has to start.
+A planning row's first program compiled in 20-35 s, a repeat (another model, a cache hit) still
+took 8-9 s to trace and load (repeats now reuse the process's program: 0 s on the CPU, not yet
+measured on a GPU), and each row spends ~8 s loading the model, sampling problems and plotting:
+compiles and host work, not episodes, are where a faster `gpu` scale has to start.
 """
 
 import ml_collections
