@@ -97,7 +97,7 @@ def _program(config, env, model, stats, proto, planner, mesh, args) -> tuple[Any
   The key holds everything the program closes over: the task and execution, the protocol, the
   planner's settings, the model's static structure, the dataset statistics' values, the mesh,
   the arguments' shapes and the matmul precision. Tracing and loading a program from the
-  persistent cache took 2.5-4.5 s on 2 CPU cores and 8-9 s on an H200 per row.
+  persistent cache took 1.3-4.5 s on 2 CPU cores and 8-9 s on an H200 per row.
   """
   used_model = model if (proto.model == 'world_model' or proto.simulator_cost == 'latent') else None
   digest = hashlib.sha256()
@@ -181,7 +181,6 @@ def _evaluate(config, workdir, checkpoint, progress, mesh):
   # Every process sampled the same problems; each device keeps its share of them.
   init_d, goal_d, keys_d = parallel.shard_batch((init, goal, keys), mesh, global_batch=True)
   params_d = parallel.replicate(params, mesh)
-
 
   budget_text = proto.budget_text()
   say(f'Compiling {proto.settings}, {p.mode}, {n} instances, budget {budget_text} ...')
