@@ -14,7 +14,6 @@ by `plan_report` into `<workdir>/plan/<run_name>/`, `done.json` last.
 import collections
 import dataclasses
 import functools
-import hashlib
 import json
 import os
 import time
@@ -38,6 +37,7 @@ from wmjax.experiment import planners as planners_lib
 from wmjax.experiment import protocol as protocol_lib
 from wmjax.planning import mpc
 from wmjax.planning import problems
+from wmjax.training import integrity
 
 # Simulator settings under which `jax.grad` goes through the task's solver (STACK.md: MJX
 # needs one solver iteration); used for the cost of gradient planners with plan.model=simulator.
@@ -100,12 +100,10 @@ def _program(config, env, model, stats, proto, planner, mesh, args) -> tuple[Any
   persistent cache took 1.3-4.5 s on 2 CPU cores and 8-9 s on an H200 per row.
   """
   used_model = model if (proto.model == 'world_model' or proto.simulator_cost == 'latent') else None
-  digest = hashlib.sha256()
-  for leaf in jax.tree.leaves(stats):
-    digest.update(np.ascontiguousarray(leaf).tobytes())
+  stats_digest = tuple(integrity.leaf_digest(x)['sha256'] for x in jax.tree.leaves(stats))
   key = (config.task, repr(config.clip_actions), int(config.frameskip), proto,
          json.dumps(config.plan[proto.planner].to_dict(), sort_keys=True, default=repr),
-         used_model, digest.hexdigest(), mesh, jax.tree.structure(args),
+         used_model, stats_digest, mesh, jax.tree.structure(args),
          tuple((np.shape(x), str(getattr(x, 'dtype', type(x))), getattr(x, 'sharding', None))
                for x in jax.tree.leaves(args)),
          str(jax.config.jax_default_matmul_precision))

@@ -126,8 +126,8 @@ def simulator_problem(
   one planning through that model minimises, with a perfect predictor), by default
   {'visual': (1, S) state z-scored by the dataset, 'proprio': (P,) normalised proprio}.
   With objective 'last' only the final state gets a latent (for a rendered latent, one frame
-  rendered and encoded per plan instead of one per model action: 4-5x less work on Wall and
-  PointMaze, whose ceilings are render-bound).
+  rendered and encoded per plan instead of one per model action: the Wall `cpu` ceiling row,
+  render-bound, ran 4.7x faster).
   Gradients through contacts can be zero or non-finite; the planners skip non-finite steps
   (PAPER.md section 9: wall contact gives zero gradient).
 
