@@ -12,11 +12,19 @@ that an Adam-GBP episode costs at most 10% of a CEM episode.
   python benchmarks/planning.py --checkpoint runs/wall        # a trained model
   python benchmarks/planning.py --scale 0.1 --cem_iterations 10   # shrunken budgets (CPU)
   python benchmarks/planning.py --quick                       # seconds: tiny sizes (tests, CI)
+  python benchmarks/planning.py --checkpoint runs/pusht/world_model --task pusht \
+      --models world_model,simulator --planners cem --batch_sizes 10   # the ceiling's cost
 
 Without --checkpoint the world model is randomly initialised with the `model` section of the
 task's --variant config (default cpu); timings do not depend on the weights.
+
+`--models` chooses what the planners plan through, each timed in the same run: `world_model`
+(the learned predictor) and `simulator` (the true dynamics, each plan scored by the world
+model's latent of its rendered final frame: the cost of the ceiling rows of
+`experiments/plan.py --config.plan.model=simulator --config.plan.simulator_cost=latent`).
 """
 
+import itertools
 import time
 from typing import Any
 
@@ -29,7 +37,9 @@ import numpy as np
 from experiments.configs import common as common_config
 from wmjax import envs
 from wmjax import machine as machine_lib
+from wmjax.experiment import plan as plan_lib
 from wmjax.experiment import planners as planners_lib
+from wmjax.experiment import protocol as protocol_lib
 from wmjax.experiment import runtime
 from wmjax.planning import mpc
 from wmjax.planning import problems
@@ -40,6 +50,9 @@ _VARIANT = flags.DEFINE_enum('variant', 'cpu', common_config.VARIANTS,
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None,
                                   'World-model checkpoint (default: a random model).')
 _PLANNERS = flags.DEFINE_list('planners', list(planners_lib.PLANNERS), 'Planners to time.')
+_MODELS = flags.DEFINE_list(
+    'models', ['world_model'], 'What the planners plan through, each timed in the same run: '
+    'world_model | simulator (true dynamics scored by the model\'s latent cost: the ceiling).')
 _BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['1', '50'], 'Batched instances.')
 _SCALE = flags.DEFINE_float(
     'scale', 1.0, 'Multiplies every planner\'s work per plan (gradient steps; sampling '
@@ -111,18 +124,31 @@ def _timed(fn, args, repeats: int) -> tuple[float, float]:
   return compile_s, best
 
 
-def bench_planner(name, settings, env, model, params, stats, batch, budget, repeats,
-                  frameskip=5) -> dict[str, Any]:
-  """Times one plan and one MPC episode of `batch` instances."""
+def problem_fn(task, env, model, stats, name, proto, through: str, frameskip: int):
+  """params -> problems.Problem planning through the world model or the simulator (with the
+  model's latent cost, and for gradient planners the simulator settings `plan.py` uses)."""
+  if through == 'world_model':
+    return lambda params: problems.world_model_problem(
+        env, model, params, stats, objective=proto.objective, rollout=proto.rollout)
+  if through != 'simulator':
+    raise ValueError(f'Unknown model {through!r}; choose one of {protocol_lib.MODELS}.')
+  cost_env = env
+  if name in planners_lib.GRADIENT + ('gradcem',) and task in plan_lib.DIFFERENTIABLE_SIMULATOR:
+    cost_env = envs.load(task, **plan_lib.DIFFERENTIABLE_SIMULATOR[task])
+  return lambda params: problems.simulator_problem(
+      env, stats, frameskip=frameskip, objective=proto.objective, cost_env=cost_env,
+      latent_fn=problems.rendered_latent_fn(env, model, params))
+
+
+def bench_planner(name, settings, task, env, model, params, stats, batch, budget, repeats,
+                  through='world_model', frameskip=5) -> dict[str, Any]:
+  """Times one plan and one MPC episode of `batch` instances through `through`."""
   proto = planners_lib.protocol(name, settings)
   planner = planners_lib.make_planner(name, settings, horizon=HORIZON,
                                       action_size=int(model.action_dim))
   keys = jax.random.split(jax.random.key(1), batch)
   init, goal = jax.jit(jax.vmap(env.sample_problem))(keys)
-
-  def problem(params):
-    return problems.world_model_problem(env, model, params, stats, objective=proto.objective,
-                                        rollout=proto.rollout)
+  problem = problem_fn(task, env, model, stats, name, proto, through, frameskip)
 
   def plan_batch(params, init, goal, keys):
     pr = problem(params)
@@ -135,7 +161,7 @@ def bench_planner(name, settings, env, model, params, stats, batch, budget, repe
 
     return jax.vmap(one)(init, goal, keys)
 
-  out = {'planner': name, 'batch': batch, 'settings': planners_lib.settings_summary(name, settings),
+  out = {'planner': name, 'model': through, 'batch': batch, 'settings': planners_lib.settings_summary(name, settings),
          'execute': proto.execute}
   out['plan_compile_s'], out['plan_s'] = _timed(plan_batch, (params, init, goal, keys), repeats)
   if budget:
@@ -157,12 +183,13 @@ def _fmt(x: float | None) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-  lines = ['| planner | budget per plan | instances | s / plan | plan compile s | '
+  lines = ['| planner | through | budget per plan | instances | s / plan | plan compile s | '
            'replans x executed | s / episode | episode compile s |',
-           '|---|---|---|---|---|---|---|---|']
+           '|---|---|---|---|---|---|---|---|---|']
   for r in rows:
     lines.append(
-        f'| {r["planner"]} | {r["settings"]} | {r["batch"]} | {_fmt(r["plan_s"])} | '
+        f'| {r["planner"]} | {r["model"]} | {r["settings"]} | {r["batch"]} | '
+        f'{_fmt(r["plan_s"])} | '
         f'{_fmt(r["plan_compile_s"])} | '
         + (f'{r["replans"]} x {r["execute"]}' if 'replans' in r else '-')
         + f' | {_fmt(r.get("episode_s"))} | {_fmt(r.get("episode_compile_s"))} |')
@@ -170,16 +197,15 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def ratios(rows: list[dict[str, Any]]) -> list[str]:
-  """GD/CEM and Adam/CEM time ratios per batch size, per plan and per episode."""
-  by = {(r['planner'], r['batch']): r for r in rows}
+  """GD/CEM and Adam/CEM time ratios per batch size through the world model, per plan and per
+  episode; and each planner's simulator / world-model ratio."""
+  by = {(r['planner'], r['model'], r['batch']): r for r in rows}
   out = []
   for batch in sorted({r['batch'] for r in rows}):
-    cem = by.get(('cem', batch))
-    if cem is None:
-      continue
+    cem = by.get(('cem', 'world_model', batch))
     for name in ('gd', 'adam'):
-      r = by.get((name, batch))
-      if r is None:
+      r = by.get((name, 'world_model', batch))
+      if r is None or cem is None:
         continue
       text = f'{name}/cem, {batch} instances: per plan {r["plan_s"] / cem["plan_s"]:.3g}'
       if 'episode_s' in r and 'episode_s' in cem:
@@ -188,13 +214,26 @@ def ratios(rows: list[dict[str, Any]]) -> list[str]:
           claim = 'holds' if r['episode_s'] <= 0.1 * cem['episode_s'] else 'does not hold'
           text += f' (paper: Adam episode <= 0.1 x CEM: {claim} here)'
       out.append(text)
+    for name in sorted({r['planner'] for r in rows}):
+      sim, wm = by.get((name, 'simulator', batch)), by.get((name, 'world_model', batch))
+      if sim is None or wm is None:
+        continue
+      text = (f'{name} simulator/world_model, {batch} instances: per plan '
+              f'{sim["plan_s"] / wm["plan_s"]:.3g}')
+      if 'episode_s' in sim and 'episode_s' in wm:
+        text += f', per episode {sim["episode_s"] / wm["episode_s"]:.3g}'
+      out.append(text)
   return out
 
 
 def run(task: str, variant: str, checkpoint: str | None, names: list[str], batch_sizes: list[int],
-        scale: float, cem_iterations: int, budget: int, repeats: int) -> list[dict[str, Any]]:
+        scale: float, cem_iterations: int, budget: int, repeats: int,
+        models: tuple[str, ...] = ('world_model',)) -> list[dict[str, Any]]:
   for name in names:
     planners_lib.check_name(name)
+  for through in models:
+    if through not in protocol_lib.MODELS:
+      raise ValueError(f'Unknown model {through!r} in --models; choose from {protocol_lib.MODELS}.')
   env = envs.load(task)
   model, params, description = load_model(task, variant, checkpoint, env)
   stats = nominal_stats(env)
@@ -205,10 +244,11 @@ def run(task: str, variant: str, checkpoint: str | None, names: list[str], batch
         f'episode budget {budget} executed model actions; best of {repeats} runs')
   rows = []
   for batch in batch_sizes:
-    for name in names:
+    for through, name in itertools.product(models, names):
       settings = scaled_settings(name, scale, cem_iterations)
-      r = bench_planner(name, settings, env, model, params, stats, batch, budget, repeats)
-      print(f'  {r["settings"]:<36} B={batch:<3} plan {r["plan_s"]:.4g} s '
+      r = bench_planner(name, settings, task, env, model, params, stats, batch, budget, repeats,
+                        through=through)
+      print(f'  {r["settings"]:<36} {through:<11} B={batch:<3} plan {r["plan_s"]:.4g} s '
             f'(compile {r["plan_compile_s"]:.3g} s)'
             + (f', episode {r["episode_s"]:.4g} s (compile {r["episode_compile_s"]:.3g} s)'
                if 'episode_s' in r else ''), flush=True)
@@ -226,11 +266,11 @@ def main(argv):
   if _QUICK.value:
     names = _PLANNERS.value if flags.FLAGS['planners'].present else ['adam', 'cem']
     run(_TASK.value, 'test', _CHECKPOINT.value, names, [2], scale=0.02, cem_iterations=2,
-        budget=5, repeats=1)
+        budget=5, repeats=1, models=tuple(_MODELS.value))
   else:
     run(_TASK.value, _VARIANT.value, _CHECKPOINT.value, _PLANNERS.value,
         [int(b) for b in _BATCH_SIZES.value], _SCALE.value, _CEM_ITERATIONS.value, _BUDGET.value,
-        _REPEATS.value)
+        _REPEATS.value, tuple(_MODELS.value))
 
 
 if __name__ == '__main__':

@@ -4,7 +4,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
 from benchmarks import planning as bench
+from wmjax import envs
 from limits import TIMEOUT_S
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,8 +37,30 @@ def test_quick_run_prints_table_and_ratios():
   out = proc.stdout
   assert 'jax_default_matmul_precision' in out and 'backend cpu' in out
   assert 'world model: random test-config wall model' in out
-  assert '| planner | budget per plan | instances | s / plan |' in out
+  assert '| planner | through | budget per plan | instances | s / plan |' in out
   rows = [l for l in out.splitlines() if l.startswith('| adam ') or l.startswith('| cem ')]
   assert len(rows) == 2, out
   assert '| 5 x 1 |' in rows[0] and '| 1 x 5 |' in rows[1]  # Replans x executed per episode.
   assert 'adam/cem, 2 instances: per plan' in out and 'per episode' in out
+
+
+def test_simulator_rows_plan_through_the_true_dynamics_with_the_latent_cost():
+  env = envs.load('wall')
+  model, params, _ = bench.load_model('wall', 'test', None, env)
+  settings = bench.scaled_settings('cem', 0.02, 2)
+  row = bench.bench_planner('cem', settings, 'wall', env, model, params, bench.nominal_stats(env),
+                            batch=2, budget=0, repeats=1, through='simulator')
+  assert row['model'] == 'simulator' and 'episode_s' not in row
+  assert np.isfinite(row['plan_s']) and row['plan_s'] > 0
+  with pytest.raises(ValueError, match='choose one of'):
+    bench.problem_fn('wall', env, model, None, 'cem', None, 'simulated', 5)
+
+
+def test_ratios_compare_planners_and_what_they_plan_through():
+  rows = [dict(planner=p, model=m, batch=50, plan_s=t, episode_s=2 * t)
+          for p, m, t in (('adam', 'world_model', 1.0), ('cem', 'world_model', 4.0),
+                          ('cem', 'simulator', 12.0))]
+  assert bench.ratios(rows) == [
+      'adam/cem, 50 instances: per plan 0.25, per episode 0.25 '
+      '(paper: Adam episode <= 0.1 x CEM: does not hold here)',
+      'cem simulator/world_model, 50 instances: per plan 3, per episode 3']

@@ -41,7 +41,7 @@ from wmjax.training import integrity
 
 # Simulator settings under which `jax.grad` goes through the task's solver (STACK.md: MJX
 # needs one solver iteration); used for the cost of gradient planners with plan.model=simulator.
-_DIFFERENTIABLE_SIMULATOR = {'pointmaze': dict(solver_iterations=1)}
+DIFFERENTIABLE_SIMULATOR = {'pointmaze': dict(solver_iterations=1)}
 # Sub-streams of plan.seed.
 _PROBLEMS, _EPISODES = 0, 1
 # Compiled evaluation programs of this process (`_program`), most recently used last.
@@ -74,9 +74,9 @@ def make_problem_fn(config, env, model, stats, proto):
   kw = dict(objective=proto.objective, alpha=proto.alpha, base=proto.objective_base)
   if proto.model == 'simulator':
     cost_env = env
-    if proto.planner in ('gd', 'adam', 'gradcem') and config.task in _DIFFERENTIABLE_SIMULATOR:
+    if proto.planner in ('gd', 'adam', 'gradcem') and config.task in DIFFERENTIABLE_SIMULATOR:
       cost_env = envs.load(config.task, clip_actions=config.clip_actions,
-                           **_DIFFERENTIABLE_SIMULATOR[config.task])
+                           **DIFFERENTIABLE_SIMULATOR[config.task])
     def simulator(params):
       latent_fn = None
       if proto.simulator_cost == 'latent':
