@@ -1,14 +1,20 @@
-"""Test-process setup: CPU only, persistent compilation cache, fixed seeds.
+"""Test-process setup: CPU only, a cheaper XLA backend, persistent compilation cache.
 
 Compilation dominates the suite's time, so every test process -- and every subprocess, notebook
-kernel and binary a test starts, which read WMJAX_TEST_CACHE -- shares one persistent XLA cache.
-It lives in the user's cache folder (~/.cache/wmjax/jax_tests, or $WMJAX_TEST_CACHE), not in the
-checkout, so that a fresh clone (as CI makes) reuses what earlier runs on the machine compiled.
+kernel and binary a test starts, which inherit the environment set here -- shares one persistent
+XLA cache. It lives in the user's cache folder (~/.cache/wmjax/jax_tests, or $WMJAX_TEST_CACHE),
+not in the checkout, so that a fresh clone (as CI makes) reuses what earlier runs on the machine
+compiled. The tests' programs are tiny, so XLA's CPU backend skips LLVM's optimisations for them
+(`TEST_XLA_FLAGS`): same results, far less compile time (RESULTS.md, "Test suite time").
 """
 
 import os
 
+from limits import TEST_XLA_FLAGS
+
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+if 'xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
+  os.environ['XLA_FLAGS'] = f'{os.environ.get("XLA_FLAGS", "")} {TEST_XLA_FLAGS}'.strip()
 
 import jax  # pylint: disable=g-import-not-at-top
 

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 import pytest
 
+from limits import TEST_XLA_FLAGS
 from limits import TIMEOUT_S
 from wmjax import distributed
 from wmjax import parallel
@@ -28,7 +29,7 @@ RTOL = 1e-5
 
 def child_env(devices: int) -> dict[str, str]:
   return dict(os.environ, JAX_PLATFORMS='cpu',
-              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} {TEST_XLA_FLAGS}',
               WMJAX_TEST_CACHE=os.environ.get('WMJAX_TEST_CACHE', os.path.join(ROOT, '.jax_cache')))
 
 
@@ -184,8 +185,8 @@ def test_two_process_job_trains_and_agrees():
 # ------------------------------------------------------------------------- benchmark
 def test_scaling_benchmark_quick_prints_table():
   cache = os.environ.get('WMJAX_TEST_CACHE', os.path.join(ROOT, '.jax_cache'))
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
-  env.pop('XLA_FLAGS', None)  # The script asks for its devices itself.
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS=TEST_XLA_FLAGS)  # The script adds the host devices it asks for.
   proc = subprocess.run(
       [sys.executable, os.path.join(ROOT, 'benchmarks', 'scaling.py'), '--quick', '--devices=2',
        f'--compilation_cache_dir={cache}'],
