@@ -175,6 +175,12 @@ def train_config(variant: str) -> ml_collections.ConfigDict:
   t.encoder_pretrain_feature_weights = ''  # Weights of state features in that readout's MSE,
                                        # 'name=w,...' (names: wmjax.data.state_features; an
                                        # angle weighs its cos and sin); '': all 1.
+  t.predictor_readout_weight = 0.0     # Weight of a read-out term in the predictor's loss: the
+                                       # squared error of the predicted latent as a linear probe
+                                       # (state features in training stds <- visual tokens, fitted
+                                       # on probe.train_frames training frames) reads it, beside
+                                       # the latent MSE; 0: the paper's loss alone.
+  t.predictor_readout_features = ''    # Feature weights inside that term, 'name=w,...' as above.
   return t
 
 

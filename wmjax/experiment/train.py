@@ -32,6 +32,7 @@ from wmjax.experiment import layout
 from wmjax.experiment import loop
 from wmjax.training import iterations
 from wmjax.training import pretrain as pretrain_lib
+from wmjax.training import probe as probe_lib
 
 ENCODERS = ('identity', 'conv', 'dinov2_vits14')
 # Sub-streams of the run seed (data and dropout keys are fold_in(stream, step)).
@@ -42,7 +43,8 @@ STREAMS = iterations.Streams(data=1, dropout=2)
 TRAIN_RANGES = {
     **{f'train.{k}': {'low': 0} for k in ('predictor_lr', 'encoder_lr', 'weight_decay',
                                             'grad_clip', 'encoder_pretrain_lr',
-                                            'encoder_pretrain_state_weight')},
+                                            'encoder_pretrain_state_weight',
+                                            'predictor_readout_weight')},
     'data.val_fraction': {'low': 0, 'high': 1, 'high_open': True},
     'probe.ridge': {'low': 0, 'low_open': True},
 }
@@ -99,6 +101,18 @@ def check_config(config: ml_collections.ConfigDict,
       data_lib.readout_weights(config.task, t.encoder_pretrain_feature_weights)
     except ValueError as e:
       errors.append(f'train.encoder_pretrain_feature_weights: {e}')
+  if float(t.get('predictor_readout_weight', 0.0)) > 0:
+    if 'probe' not in config or int(config.probe.train_frames) < 1:
+      errors.append('train.predictor_readout_weight > 0 fits its probe on probe.train_frames '
+                    'training frames: set probe.train_frames >= 1.')
+    try:
+      data_lib.readout_weights(config.task, t.predictor_readout_features)
+    except ValueError as e:
+      errors.append(f'train.predictor_readout_features: {e}')
+  elif t.get('predictor_readout_features'):
+    errors.append(f'train.predictor_readout_features={t.predictor_readout_features!r} weighs the '
+                  'read-out term of the predictor\'s loss, which train.predictor_readout_weight=0 '
+                  'turns off: set a weight > 0 or leave the features empty.')
   if not 0.0 <= float(m.predictor.dropout) < 1.0:
     errors.append(f'model.predictor.dropout must be in [0, 1); got {m.predictor.dropout}')
   for name in ('depth', 'num_heads', 'head_dim', 'mlp_dim'):
@@ -153,6 +167,22 @@ def pretrain_encoder(config, env, train: data_lib.WindowArrays, model_kwargs, pr
   summary = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
   summary.update(images=int(count), seconds=time.perf_counter() - t0)
   return params, summary
+
+
+def predictor_readout(config, model, params, env, train: data_lib.WindowArrays
+                      ) -> training.losses.Readout:
+  """The read-out term of the predictor's loss (`train.predictor_readout_*`): a ridge probe
+  from the frozen visual latent to the task's state features, in their training standard
+  deviations, fitted on `probe.train_frames` training frames (the frames and ridge the probe of
+  eval.json uses, so a resumed run fits the same map)."""
+  p, t = config.probe, config.train
+  states, proprio = probe_lib.sample_frames(train, int(p.train_frames), int(config.seed))
+  latents = probe_lib.encode_frames(model, params, states, proprio, env, int(config.image_size))
+  matrix = probe_lib.probe_matrix(latents['visual'],
+                                  data_lib.readout_targets(config.task, states), float(p.ridge))
+  weights = data_lib.readout_weights(config.task, t.predictor_readout_features)
+  return training.losses.Readout(jnp.asarray(matrix), jnp.asarray(weights, jnp.float32),
+                                 float(t.predictor_readout_weight))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -260,8 +290,15 @@ def _train_and_evaluate(config, workdir, progress, mesh, accept_changed_settings
     print(f'{note[0].upper()}{note[1:]}.')
   windows = iterations.Windows(env, int(config.num_hist), int(config.frameskip),
                                int(config.image_size), needs_pixels, mesh)
+  readout = None
+  if float(t.get('predictor_readout_weight', 0.0)) > 0:
+    readout = predictor_readout(config, model, training.full_params(state), env, train)
+    if primary:
+      print(f'Predictor loss: latent MSE + {readout.weight:g} x the read-out error of '
+            f'{readout.matrix.shape[1]} state features (probe on {config.probe.train_frames} '
+            'training frames).')
   iteration = iterations.teacher_forcing_iteration(model, optimizer, windows, int(t.batch_size),
-                                                   STREAMS)
+                                                   STREAMS, readout=readout)
   eval_batch, rollout_eval = evaluation.eval_functions(model, mesh)
   # Data parallel: state and training arrays on every device; keys are replicated by jit.
   state, train = parallel.replicate((state, train), mesh)

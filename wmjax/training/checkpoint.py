@@ -146,7 +146,8 @@ def _dict_diff(a: Any, b: Any, prefix: str = '', missing_is_off: bool = False) -
       out += _dict_diff(a.get(k, _MISSING), b.get(k, _MISSING),
                         f'{prefix}.{k}' if prefix else k, missing_is_off)
     return out
-  if missing_is_off and a == _MISSING and (b is None or b is False or b == ''):
+  off = b is None or b is False or b == '' or (isinstance(b, (int, float)) and b == 0)
+  if missing_is_off and a == _MISSING and off:
     return []  # A setting added since the checkpoint was written, left off.
   return [] if a == b else [f'{prefix}: checkpoint has {a!r}, expected {b!r}']
 
@@ -185,7 +186,7 @@ def settings_diff(stored_config: Mapping[str, Any], config: Any,
   """'<field>: checkpoint has X, this run Y' for every config field under `keys` (dotted paths
   allowed, e.g. 'plan.alpha') that differs between a checkpoint's stored config and `config`.
   A field the checkpoint lacks (added since it was written) matches this run's when that is off
-  ('', None or False)."""
+  ('', None, False or 0)."""
   current = config_to_dict(config)
   diffs = []
   for key in keys:

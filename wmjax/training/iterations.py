@@ -117,9 +117,11 @@ class Iteration(NamedTuple):
 
 
 def teacher_forcing_iteration(model: Any, optimizer: optax.GradientTransformation,
-                              windows: Windows, batch_size: int, streams: Streams) -> Iteration:
-  """The base model's training step on `batch_size` random windows (PAPER.md section 2)."""
-  train_step = make_train_step(losses.teacher_forcing_loss(model), optimizer)
+                              windows: Windows, batch_size: int, streams: Streams,
+                              readout: Optional[losses.Readout] = None) -> Iteration:
+  """The base model's training step on `batch_size` random windows (PAPER.md section 2), with
+  an optional read-out term in the loss (`losses.predict_loss`)."""
+  train_step = make_train_step(losses.teacher_forcing_loss(model, readout=readout), optimizer)
 
   def step(state, arrays, root):
     batch = windows.sample(arrays, stream_key(root, streams.data, state.step), batch_size)

@@ -8,7 +8,10 @@ and the action embedding of the history frames, and keeps the clean targets):
   loss, metrics = predict_loss(model, params, inputs, targets, key)
 
 `teacher_forcing_loss(model)` composes the two into `loss_fn(params, frozen, batch, key)`, the
-signature `wmjax.training.make_train_step` expects. `params` are the trainable parameters (proprio
+signature `wmjax.training.make_train_step` expects. An optional `Readout` adds the error of the
+prediction as a linear probe reads it (state features from the visual latent): a way to make the
+predictor get right what the probe says planning needs (e.g. PushT's block angle) even where it
+moves the tokens little. `params` are the trainable parameters (proprio
 encoder, action encoder, predictor) and `frozen` the frozen ones ({'encoder': ...}); the model sees
 `{**params, **frozen}`.
 """
@@ -43,6 +46,28 @@ class Targets(NamedTuple):
   """
   visual: jax.Array
   proprio: jax.Array
+
+
+class Readout(NamedTuple):
+  """A linear read-out of state features from the visual latent, scored in the predictor's loss.
+
+  Attributes:
+    matrix: (N * Dv, F): the change of F state features (in their training standard deviations)
+      per change of the flattened visual latent (`wmjax.training.probe.probe_matrix`).
+    weights: (F,) >= 0, each feature's weight in the read-out error.
+    weight: the read-out error's weight beside the latent MSE.
+  """
+  matrix: jax.Array
+  weights: jax.Array
+  weight: float
+
+
+def readout_error(pred_visual: jax.Array, target_visual: jax.Array, readout: Readout) -> jax.Array:
+  """() weighted mean over features of the squared read-out difference, averaged over the
+  leading axes. pred_visual, target_visual: (..., N, Dv)."""
+  diff = (pred_visual - target_visual).reshape(*pred_visual.shape[:-2], -1) @ readout.matrix
+  per_feature = jnp.mean(jnp.square(diff), axis=tuple(range(diff.ndim - 1)))
+  return jnp.sum(per_feature * readout.weights) / jnp.sum(readout.weights)
 
 
 def merge_params(params: Params, frozen: Params) -> Params:
@@ -119,7 +144,8 @@ def latent_errors(pred_visual: jax.Array, pred_proprio: jax.Array, target_visual
 
 
 def predict_loss(model: Any, params: Params, inputs: PredictorInputs, targets: Targets,
-                 key: PRNGKey, *, deterministic: bool = False) -> tuple[jax.Array, Metrics]:
+                 key: PRNGKey, *, deterministic: bool = False,
+                 readout: Readout | None = None) -> tuple[jax.Array, Metrics]:
   """Predicts frames 1..T from (possibly perturbed) inputs and scores them against the targets.
 
   Args:
@@ -129,27 +155,34 @@ def predict_loss(model: Any, params: Params, inputs: PredictorInputs, targets: T
     targets: `Targets` with leading (B, T).
     key: dropout key.
     deterministic: disables dropout (evaluation).
+    readout: adds readout.weight x `readout_error` to the loss (None: the paper's loss).
 
   Returns:
     (loss, metrics): loss () over the visual + proprio channels of all T outputs (PAPER.md
-    section 2); metrics {'loss', 'mse_visual', 'mse_proprio'}.
+    section 2), plus the read-out term; metrics {'loss', 'mse_visual', 'mse_proprio'} (and
+    'readout_mse'); metrics['loss'] is the latent MSE alone.
   """
   # Output t predicts frame t+1; frame-causal attention (PAPER.md section 2).
   pred = model.predict_embedded(params, inputs.visual, inputs.proprio, inputs.actions, rng=key,
                                 deterministic=deterministic)
   metrics = latent_errors(pred['visual'], pred['proprio'], targets.visual, targets.proprio)
-  return metrics['loss'], metrics
+  if readout is None:
+    return metrics['loss'], metrics
+  metrics['readout_mse'] = readout_error(pred['visual'], targets.visual, readout)
+  return metrics['loss'] + readout.weight * metrics['readout_mse'], metrics
 
 
 LossFn = Callable[[Params, Params, dict[str, jax.Array], PRNGKey], tuple[jax.Array, Metrics]]
 
 
-def teacher_forcing_loss(model: Any, *, deterministic: bool = False) -> LossFn:
+def teacher_forcing_loss(model: Any, *, deterministic: bool = False,
+                         readout: Readout | None = None) -> LossFn:
   """The world-model training loss (PAPER.md section 2).
 
   Args:
     model: a `WorldModel`.
     deterministic: True for evaluation (no dropout).
+    readout: an optional read-out term (`predict_loss`).
 
   Returns:
     loss_fn(params, frozen, batch, key) -> (loss (), metrics): encodes the num_hist+1 frames of each
@@ -159,7 +192,8 @@ def teacher_forcing_loss(model: Any, *, deterministic: bool = False) -> LossFn:
 
   def loss_fn(params, frozen, batch, key):
     inputs, targets = encode_window(model, params, frozen, batch)
-    return predict_loss(model, params, inputs, targets, key, deterministic=deterministic)
+    return predict_loss(model, params, inputs, targets, key, deterministic=deterministic,
+                        readout=readout)
 
   return loss_fn
 

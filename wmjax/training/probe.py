@@ -26,24 +26,8 @@ from wmjax.data import loader as loader_lib
 from wmjax.envs import render as render_lib
 
 
-def fit_linear_probe(train_latents: np.ndarray, train_targets: np.ndarray,
-                     ridge: float = 1e-3) -> Callable[[np.ndarray], np.ndarray]:
-  """A ridge regression from latents to targets, fitted on training frames: `read(latents)`.
-
-  The fit standardises every latent feature and centres the targets with training statistics
-  (constant features are dropped), then minimises |Y - X W|^2 + lam |W|^2 with lam = ridge x (the
-  mean non-zero eigenvalue of X^T X, i.e. trace(X^T X) / min(N, D)), so `ridge` depends neither
-  on the latents' scale nor on their size. It solves in the smaller of the feature (D x D) and
-  sample (N x N, the dual form) spaces.
-
-  Args:
-    train_latents: (N, D) features of the training frames.
-    train_targets: (N, K) targets of the training frames.
-    ridge: relative ridge strength (> 0).
-
-  Returns:
-    read: (M, D) latents -> (M, K) predicted targets (float64).
-  """
+def _ridge_fit(train_latents, train_targets, ridge):
+  """(x_mean (D,), x_scale (D,), w (D, K), y_mean (K,)) of `fit_linear_probe`, in float64."""
   x = np.asarray(train_latents, np.float64)
   y = np.asarray(train_targets, np.float64)
   if x.ndim != 2 or y.ndim != 2:
@@ -64,6 +48,29 @@ def fit_linear_probe(train_latents: np.ndarray, train_targets: np.ndarray,
     w = np.linalg.solve(x.T @ x + lam * np.eye(d), x.T @ y)
   else:  # Dual form: W = X^T (X X^T + lam I)^-1 Y.
     w = x.T @ np.linalg.solve(x @ x.T + lam * np.eye(n), y)
+  return x_mean, x_scale, w, y_mean
+
+
+def fit_linear_probe(train_latents: np.ndarray, train_targets: np.ndarray,
+                     ridge: float = 1e-3) -> Callable[[np.ndarray], np.ndarray]:
+  """A ridge regression from latents to targets, fitted on training frames: `read(latents)`.
+
+  The fit standardises every latent feature and centres the targets with training statistics
+  (constant features are dropped), then minimises |Y - X W|^2 + lam |W|^2 with lam = ridge x (the
+  mean non-zero eigenvalue of X^T X, i.e. trace(X^T X) / min(N, D)), so `ridge` depends neither
+  on the latents' scale nor on their size. It solves in the smaller of the feature (D x D) and
+  sample (N x N, the dual form) spaces.
+
+  Args:
+    train_latents: (N, D) features of the training frames.
+    train_targets: (N, K) targets of the training frames.
+    ridge: relative ridge strength (> 0).
+
+  Returns:
+    read: (M, D) latents -> (M, K) predicted targets (float64).
+  """
+  x_mean, x_scale, w, y_mean = _ridge_fit(train_latents, train_targets, ridge)
+  d = len(x_mean)
 
   def read(latents):
     xt = np.asarray(latents, np.float64)
@@ -72,6 +79,20 @@ def fit_linear_probe(train_latents: np.ndarray, train_targets: np.ndarray,
     return ((xt - x_mean) * x_scale) @ w + y_mean
 
   return read
+
+
+def probe_matrix(train_latents: np.ndarray, train_targets: np.ndarray,
+                 ridge: float = 1e-3) -> np.ndarray:
+  """(D, K) float32 M of the probe `fit_linear_probe` fits on targets scaled to unit std per
+  column: read(a) - read(b) = (a - b) @ M, the difference of two latents in each target's
+  training standard deviations. Constant target columns get zero columns."""
+  y = np.asarray(train_targets, np.float64)
+  y_std = y.std(axis=0) if y.ndim == 2 else None
+  if y_std is None:
+    raise ValueError(f'targets must be (N, K); got {y.shape}.')
+  y = y / np.where(y_std > 1e-12, y_std, np.inf)
+  _, x_scale, w, _ = _ridge_fit(train_latents, y, ridge)
+  return (x_scale[:, None] * w).astype(np.float32)
 
 
 def r2_score(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
