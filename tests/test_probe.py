@@ -125,6 +125,21 @@ def test_linear_probe_knows_a_linear_code_from_noise():
     training.linear_probe_r2(latents, targets[:10], latents, targets)
 
 
+def test_probe_matrix_reads_latent_differences_in_target_stds():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(500, 12))
+  y = np.concatenate([x[:, :3] @ rng.normal(size=(3, 2)) * [1.0, 50.0]
+                      + 0.1 * rng.normal(size=(500, 2)), np.ones((500, 1))], axis=1)
+  m = probe_lib.probe_matrix(x, y, ridge=1e-2)
+  assert m.shape == (12, 3) and m.dtype == np.float32
+  read = probe_lib.fit_linear_probe(x, y[:, :2] / y[:, :2].std(axis=0), ridge=1e-2)
+  a, b = rng.normal(size=(2, 7, 12))
+  np.testing.assert_allclose((a - b) @ m[:, :2], read(a) - read(b), rtol=1e-4, atol=1e-5)
+  np.testing.assert_array_equal(m[:, 2], 0.0)  # A constant target reads nothing.
+  # In stds: the feature 50x larger reads on the same scale as the other.
+  assert 0.2 < np.linalg.norm(m[:, 1]) / np.linalg.norm(m[:, 0]) < 5
+
+
 def _pusht_arrays(key, num):
   """Synthetic PushT trajectories (raw states, proprio = agent xy + velocity) with unit stats."""
   k1, k2 = jax.random.split(key)

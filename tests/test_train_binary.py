@@ -173,6 +173,9 @@ def test_checkpoint_of_other_model_is_rejected(tmp_path, dataset_dir):
     ('train.encoder_pretrain_feature_weights', 'x=2', 'needs model.encoder=conv'),
     ('train.encoder_pretrain_feature_weights', 'z=2', r"'z=2' for wall: write name=weight with "
      r"name one of \('x', 'y'\)"),
+    ('train.predictor_readout_weight', -1.0, 'train.predictor_readout_weight must be a finite'),
+    ('train.predictor_readout_features', 'x=2', 'which train.predictor_readout_weight=0 turns '
+     'off'),
 ])
 def test_contradictory_config_fails_at_startup(field, value, match):
   c = wall.get_config('test')
@@ -182,6 +185,18 @@ def test_contradictory_config_fails_at_startup(field, value, match):
     node = node[p]
   node[leaf] = value
   with pytest.raises(ValueError, match=match):
+    train_lib.check_config(c)
+
+
+def test_readout_settings_are_checked_with_their_weight():
+  c = wall.get_config('test')
+  c.train.predictor_readout_weight = 1.0
+  c.train.predictor_readout_features = 'z=2'
+  with pytest.raises(ValueError, match=r"predictor_readout_features: .*'z=2' for wall"):
+    train_lib.check_config(c)
+  c.train.predictor_readout_features = 'x=2'
+  c.probe.train_frames = 0
+  with pytest.raises(ValueError, match='set probe.train_frames >= 1'):
     train_lib.check_config(c)
 
 
@@ -240,6 +255,15 @@ def test_encoder_from_trains_another_predictor_on_the_same_encoder(tmp_path, dat
   assert meta['initialised_from']['parts'] == 'encoder'
   assert summary['initialised_from']['step'] == 2
   assert meta['encoder_pretraining'] == base_meta['encoder_pretraining']  # Carried over.
+  # A predictor with the read-out term in its loss, on the same encoder.
+  c = conv_config(encoder_from=source, predictor_readout_weight=1.0,
+                  predictor_readout_features='x=2')
+  train_lib.train_and_evaluate(c, fresh_workdir(tmp_path, dataset_dir, 'readout'), progress=False)
+  assert 'Predictor loss: latent MSE + 1 x the read-out error of 2 state features' in (
+      capsys.readouterr().out)
+  with open(os.path.join(tmp_path, 'readout', layout.WORLD_MODEL_DIR, 'metrics.jsonl')) as f:
+    records = [json.loads(line) for line in f]
+  assert any(np.isfinite(r.get('readout_mse', np.nan)) for r in records)
   # Another encoder cannot use it; init_from and encoder_from together contradict each other.
   other = conv_config(encoder_from=source)
   other.model.conv.token_dim = 8

@@ -78,6 +78,31 @@ def test_train_step_lowers_loss(identity_setup):
     assert k in metrics
 
 
+def test_readout_term_adds_the_probe_error_of_the_prediction(identity_setup):
+  model, _, state, _ = identity_setup
+  batch = toy_batch(jax.random.key(3))
+  matrix = jax.random.normal(jax.random.key(4), (S, 2))  # Identity encoder: one token of S.
+  readout = training.losses.Readout(matrix, jnp.array([1.0, 3.0]), 0.5)
+  plain = training.teacher_forcing_loss(model, deterministic=True)
+  with_readout = training.teacher_forcing_loss(model, deterministic=True, readout=readout)
+  loss0, m0 = plain(state.params, state.frozen, batch, jax.random.key(0))
+  loss, m = with_readout(state.params, state.frozen, batch, jax.random.key(0))
+  inputs, targets = training.encode_window(model, state.params, state.frozen, batch)
+  pred = model.predict_embedded(state.params, inputs.visual, inputs.proprio, inputs.actions)
+  diff = (pred['visual'] - targets.visual).reshape(B, NUM_HIST, -1) @ matrix
+  per_feature = jnp.mean(jnp.square(diff), axis=(0, 1))
+  expected = (per_feature[0] + 3.0 * per_feature[1]) / 4.0
+  np.testing.assert_allclose(m['readout_mse'], expected, rtol=1e-5)
+  np.testing.assert_allclose(m['loss'], m0['loss'], rtol=1e-6)  # metrics['loss']: latent MSE.
+  np.testing.assert_allclose(loss, loss0 + 0.5 * expected, rtol=1e-5)
+  assert float(m['readout_mse']) > 0 and 'readout_mse' not in m0
+  # The term reaches the predictor's gradient.
+  grad = lambda fn: jax.grad(lambda p: fn(p, state.frozen, batch, jax.random.key(0))[0])(
+      state.params)
+  g0, g = grad(plain), grad(with_readout)
+  assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g)))
+
+
 def test_loss_is_token_mse_without_action_channels(identity_setup):
   model, _, state, _ = identity_setup
   batch = toy_batch(jax.random.key(2))
@@ -381,10 +406,10 @@ def test_settings_diff_names_every_field():
 
 def test_setting_added_since_the_checkpoint_matches_only_when_off():
   stored = {'config': {'train': {'steps': 10}}}  # Written before train.init_from existed.
-  for off in ('', None, False):
+  for off in ('', None, False, 0, 0.0):  # E.g. train.predictor_readout_weight 0: off.
     config = ml_collections.ConfigDict({'train': {'steps': 10, 'init_from': off}})
     assert training.check_settings(stored, config, keys=('train',)) == []
-  for on in ('/runs/base/world_model', 0, True):
+  for on in ('/runs/base/world_model', 0.5, True):
     config = ml_collections.ConfigDict({'train': {'steps': 10, 'init_from': on}})
     assert training.check_settings(stored, config, keys=('train',), accept=True) == [
         f"train.init_from: checkpoint has '<missing>', this run {on!r}"]
