@@ -87,9 +87,9 @@ def probe_matrix(train_latents: np.ndarray, train_targets: np.ndarray,
   column: read(a) - read(b) = (a - b) @ M, the difference of two latents in each target's
   training standard deviations. Constant target columns get zero columns."""
   y = np.asarray(train_targets, np.float64)
-  y_std = y.std(axis=0) if y.ndim == 2 else None
-  if y_std is None:
+  if y.ndim != 2:
     raise ValueError(f'targets must be (N, K); got {y.shape}.')
+  y_std = y.std(axis=0)
   y = y / np.where(y_std > 1e-12, y_std, np.inf)
   _, x_scale, w, _ = _ridge_fit(train_latents, y, ridge)
   return (x_scale[:, None] * w).astype(np.float32)
