@@ -125,19 +125,15 @@ def _timed(fn, args, repeats: int) -> tuple[float, float]:
 
 
 def problem_fn(task, env, model, stats, name, proto, through: str, frameskip: int):
-  """params -> problems.Problem planning through the world model or the simulator (with the
-  model's latent cost, and for gradient planners the simulator settings `plan.py` uses)."""
+  """params -> problems.Problem planning through the world model or, as `experiments/plan.py`
+  does with `plan.model=simulator`, through the simulator with the model's latent cost."""
   if through == 'world_model':
     return lambda params: problems.world_model_problem(
         env, model, params, stats, objective=proto.objective, rollout=proto.rollout)
   if through != 'simulator':
     raise ValueError(f'Unknown model {through!r}; choose one of {protocol_lib.MODELS}.')
-  cost_env = env
-  if name in planners_lib.GRADIENT + ('gradcem',) and task in plan_lib.DIFFERENTIABLE_SIMULATOR:
-    cost_env = envs.load(task, **plan_lib.DIFFERENTIABLE_SIMULATOR[task])
-  return lambda params: problems.simulator_problem(
-      env, stats, frameskip=frameskip, objective=proto.objective, cost_env=cost_env,
-      latent_fn=problems.rendered_latent_fn(env, model, params))
+  return plan_lib.simulator_problem_fn(task, env, model, stats, name, frameskip=frameskip,
+                                       objective=proto.objective)
 
 
 def bench_planner(name, settings, task, env, model, params, stats, batch, budget, repeats,

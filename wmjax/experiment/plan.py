@@ -41,7 +41,7 @@ from wmjax.training import integrity
 
 # Simulator settings under which `jax.grad` goes through the task's solver (STACK.md: MJX
 # needs one solver iteration); used for the cost of gradient planners with plan.model=simulator.
-DIFFERENTIABLE_SIMULATOR = {'pointmaze': dict(solver_iterations=1)}
+_DIFFERENTIABLE_SIMULATOR = {'pointmaze': dict(solver_iterations=1)}
 # Sub-streams of plan.seed.
 _PROBLEMS, _EPISODES = 0, 1
 # Compiled evaluation programs of this process (`_program`), most recently used last.
@@ -69,21 +69,34 @@ def task_problems(task: str, clip_actions: bool, num: int, seed: int):
   return sample_problems(envs.load(task, clip_actions=clip_actions), num, seed)
 
 
+def simulator_problem_fn(task, env, model, stats, planner: str, *, frameskip: int,
+                         clip_actions=None, simulator_cost: str = 'latent', **objective_kw):
+  """params -> problems.Problem planning through the true dynamics (`plan.model=simulator`):
+  scored by the model's latent of the rendered frames (`simulator_cost` 'latent') or the
+  z-scored state ('state'); for gradient planners the cost simulates with settings `jax.grad`
+  goes through (`_DIFFERENTIABLE_SIMULATOR`). `objective_kw`: `simulator_problem`'s objective,
+  alpha, base."""
+  cost_env = env
+  if planner in planners_lib.GRADIENT + ('gradcem',) and task in _DIFFERENTIABLE_SIMULATOR:
+    cost_env = envs.load(task, clip_actions=clip_actions, **_DIFFERENTIABLE_SIMULATOR[task])
+
+  def simulator(params):
+    latent_fn = None
+    if simulator_cost == 'latent':
+      latent_fn = problems.rendered_latent_fn(env, model, params)
+    return problems.simulator_problem(env, stats, frameskip=frameskip, cost_env=cost_env,
+                                      latent_fn=latent_fn, **objective_kw)
+
+  return simulator
+
+
 def make_problem_fn(config, env, model, stats, proto):
   """params -> problems.Problem (built inside the jitted function, so params stay arguments)."""
   kw = dict(objective=proto.objective, alpha=proto.alpha, base=proto.objective_base)
   if proto.model == 'simulator':
-    cost_env = env
-    if proto.planner in ('gd', 'adam', 'gradcem') and config.task in DIFFERENTIABLE_SIMULATOR:
-      cost_env = envs.load(config.task, clip_actions=config.clip_actions,
-                           **DIFFERENTIABLE_SIMULATOR[config.task])
-    def simulator(params):
-      latent_fn = None
-      if proto.simulator_cost == 'latent':
-        latent_fn = problems.rendered_latent_fn(env, model, params)
-      return problems.simulator_problem(env, stats, frameskip=int(config.frameskip),
-                                        cost_env=cost_env, latent_fn=latent_fn, **kw)
-    return simulator
+    return simulator_problem_fn(config.task, env, model, stats, proto.planner,
+                                frameskip=int(config.frameskip), clip_actions=config.clip_actions,
+                                simulator_cost=proto.simulator_cost, **kw)
   return lambda params: problems.world_model_problem(
       env, model, params, stats, rollout=proto.rollout, **kw)
 
