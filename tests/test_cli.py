@@ -15,7 +15,8 @@ from wmjax.experiment import cli
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = {'wmjax-generate-data': 'generate_data', 'wmjax-train': 'train_world_model',
            'wmjax-finetune': 'finetune', 'wmjax-plan': 'plan',
-           'wmjax-diagnose-gap': 'diagnose_gap', 'wmjax-reproduce': 'reproduce'}
+           'wmjax-diagnose-gap': 'diagnose_gap', 'wmjax-reproduce': 'reproduce',
+           'wmjax-compare': 'compare_runs'}
 
 
 def _run(args, cwd=ROOT):

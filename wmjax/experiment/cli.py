@@ -196,7 +196,8 @@ def preflight(argv: Sequence[str], doc: str = '', flag_help: str = '') -> list[s
 def run(main: Callable[..., Any], define_flags: Callable[[], tuple], *,
         distributed: bool = False) -> None:
   """Defines the binary's flags, checks the command line (`preflight`) and runs `main` under
-  absl: `main(argv, *flag_holders[, distributed_flags=...])`."""
+  absl: `main(argv, *flag_holders[, distributed_flags=...])`; a `CommandLineError` from `main`
+  exits with status 1 and one line."""
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
   from wmjax import distributed as distributed_lib  # pylint: disable=g-import-not-at-top
@@ -211,7 +212,15 @@ def run(main: Callable[..., Any], define_flags: Callable[[], tuple], *,
     print(f'{prog}: error: {e}', file=sys.stderr)
     raise SystemExit(1) from None
   kwargs = {'distributed_flags': distributed_flags} if distributed else {}
-  app.run(lambda args: main(args, *holders, **kwargs), argv=argv)
+
+  def guarded(args):  # A CommandLineError raised by `main` is reported as one line too.
+    try:
+      return main(args, *holders, **kwargs)
+    except CommandLineError as e:
+      print(f'{prog}: error: {e}', file=sys.stderr)
+      raise SystemExit(1) from None
+
+  app.run(guarded, argv=argv)
 
 
 # ------------------------------------------------------------------------------------ helpers
