@@ -56,6 +56,8 @@ def test_rows_that_cannot_be_paired_are_refused(tmp_path):
   with pytest.raises(ValueError, match=r"Unknown baseline 'z'; choose one of \['a', 'b'\]"):
     compare.markdown([base, other_seed], baseline='z')
   assert 'paired' not in compare.markdown([base, other_seed])  # Side by side without pairing.
+  rounded = compare.load('d', _write(tmp_path / 'd', [0, 0, 1], shift=3e-4))  # Another batch size.
+  assert compare.paired(base, rounded)['lost'] == 1
 
 
 def test_bad_files_get_errors_that_name_them(tmp_path):

@@ -110,7 +110,9 @@ def paired(base: Row, other: Row) -> dict[str, Any]:
     raise ValueError(f'Rows {base.label!r} and {other.label!r} share no problem index.')
   for i in common:
     a, b = base.problems[i], other.problems[i]
-    if a.shape != b.shape or not np.allclose(a, b, rtol=1e-5, atol=1e-5):
+    # Rows that batch a different number of problems sample them in batches of another size,
+    # which moves the states by float rounding (~1e-4 on PushT's pixel coordinates).
+    if a.shape != b.shape or not np.allclose(a, b, rtol=1e-4, atol=1e-3):
       raise ValueError(f'Rows {base.label!r} and {other.label!r} hold different problems at '
                        f'index {i} (start or goal state differ): they were sampled with another '
                        'plan.seed or sampler, so they cannot be paired.')
