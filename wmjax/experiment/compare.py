@@ -68,10 +68,11 @@ def load(label: str, path: str) -> Row:
     raise ValueError(f'Row {label!r}: {file} is not a planning results.json (missing '
                      f'{", ".join(missing)}).')
   inst = r['instances']
-  if len(inst) != r['num_instances'] or sum(bool(i['success']) for i in inst) != r['num_success']:
+  solved = sum(bool(i['success']) for i in inst)
+  if (len(inst), solved) != (r['num_instances'], r['num_success']):
     raise ValueError(f'Row {label!r}: {file} is inconsistent: {len(inst)} instances with '
-                     f'{sum(bool(i["success"]) for i in inst)} solved, but num_instances '
-                     f'{r["num_instances"]} and num_success {r["num_success"]}.')
+                     f'{solved} solved, but num_instances {r["num_instances"]} and num_success '
+                     f'{r["num_success"]}.')
   p = r['protocol']
   return Row(label=label, path=file, task=r['task'], planner=p['planner'], model=p['model'],
              mode=p['mode'], settings=p.get('settings', p['planner']),
