@@ -11,7 +11,8 @@ from `plan.seed`, and runs every episode (MPC or open loop) in ONE jitted, batch
 With `plan.model=simulator` the true dynamics replace the world model's predictor: the ceiling a
 perfect model could reach. `plan.simulator_cost=latent` (default) scores the simulated states with
 the world model's own cost (its encoder on the rendered frames; the checkpoint is loaded for it);
-`state` scores z-scored state vectors and needs no world model.
+`state` scores z-scored state vectors and `distance` the task's own distance to the goal (what
+success tests); neither needs a world model.
 
 Writes `<workdir>/plan/<run_name>/`:
   results.json   per-instance success, distances, replans to success; timings, budget, seeds,

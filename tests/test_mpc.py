@@ -119,6 +119,41 @@ def test_rendered_latent_ceiling_scores_like_the_world_model():
   assert bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).sum()) > 0
 
 
+@pytest.mark.parametrize('objective', ['last', 'all'])
+def test_task_distance_ceiling_scores_the_tasks_distance(objective):
+  """`task_distance`: the squared task distance of the simulated states to the goal over the
+  start's, combined over time as latent distances are; a plan toward the goal scores lower."""
+  env = envs.load('wall')
+  a = FRAMESKIP * env.action_size
+  init, goal = _wall_problems(env, 1)
+  problem = problems.simulator_problem(env, data_lib.nominal_stats(env), frameskip=FRAMESKIP,
+                                       objective=objective, task_distance=True)
+  normalizer = problem.normalizer
+  cost = problem.make_cost(problem.observe(init[0]), problem.observe(goal[0]))
+  actions = jax.random.normal(jax.random.key(1), (HORIZON, a)) * 0.5
+  raw = normalizer.raw_actions(actions, FRAMESKIP).reshape(HORIZON, FRAMESKIP, env.action_size)
+  state, ratios = env.reset_to(init[0]), [1.0]
+  d0 = float(env.distance(init[0], goal[0]))
+  for t in range(HORIZON):
+    for r in raw[t]:
+      state = env.step(state, r)
+    ratios.append((float(env.distance(env.state_vector(state), goal[0])) / d0) ** 2)
+  if objective == 'last':
+    want = ratios[-1]
+  else:
+    w = [0.5**t for t in range(HORIZON + 1)]
+    want = sum(wi * r for wi, r in zip(w, ratios)) / sum(w) / (HORIZON + 1)
+  assert float(cost(actions)) == pytest.approx(want, rel=1e-4)
+  direction = (goal[0, :2] - init[0, :2]) / jnp.linalg.norm(goal[0, :2] - init[0, :2])
+  still = jnp.zeros((HORIZON, FRAMESKIP * env.action_size))  # Raw: one push, then rest.
+  toward = normalizer.normalize_actions(still.at[0].set(jnp.tile(direction * 0.5, FRAMESKIP)))
+  away = normalizer.normalize_actions(still.at[0].set(jnp.tile(-direction * 0.5, FRAMESKIP)))
+  assert float(cost(toward)) < float(cost(normalizer.normalize_actions(still))) < float(cost(away))
+  with pytest.raises(ValueError, match='no latent_fn'):
+    problems.simulator_problem(env, data_lib.nominal_stats(env), frameskip=FRAMESKIP,
+                               task_distance=True, latent_fn=lambda sv, p: sv)
+
+
 def test_bad_input():
   env = envs.load('wall')
   normalizer = _normalizer(env)

@@ -93,14 +93,15 @@ def check_results(r, planner, mode, num_replans, execute):
     ('adam', 'mpc', {}, 5, 1),
     ('adam', 'open_loop', {'bounded': True}, 1, 5),
     ('cem', 'open_loop', {'model': 'simulator', 'simulator_cost': 'state'}, 1, 5),
+    ('cem', 'open_loop', {'model': 'simulator', 'simulator_cost': 'distance'}, 1, 5),
     ('adam', 'mpc', {'model': 'simulator'}, 5, 1),
 ])
 def test_plan_in_process(workdir, planner, mode, fields, num_replans, execute):
   r = plan.evaluate(make_config(planner=planner, mode=mode, **fields), workdir, progress=False)
   check_results(r, planner, mode, num_replans, execute)
   assert r['protocol']['bounded'] == fields.get('bounded', False)
-  # Only the state-cost simulator runs without the world model.
-  assert (r['checkpoint'] is None) == (fields.get('simulator_cost') == 'state')
+  # Only the state- and distance-cost simulators run without the world model.
+  assert (r['checkpoint'] is None) == (fields.get('simulator_cost') in ('state', 'distance'))
   assert r['protocol']['simulator_cost'] == (
       fields.get('simulator_cost', 'latent') if fields.get('model') == 'simulator' else None)
   assert os.path.basename(r['out_dir']) == protocol.run_name(make_config(
@@ -159,7 +160,7 @@ def test_plan_binary_cem_mpc(workdir):
     ({'model': 'oracle', 'mode': 'closed'}, r"plan.model='oracle'.*\n.*plan.mode='closed'"),
     ({'num_videos': 9}, r'plan.num_videos must be in \[0, plan.num_instances=4\]'),
     ({'model': 'simulator', 'simulator_cost': 'pixels'}, r"plan.simulator_cost='pixels'; choose "
-     r"one of \('latent', 'state'\)"),
+     r"one of \('latent', 'state', 'distance'\)"),
 ])
 def test_bad_config_fails_before_any_work(tmp_path, fields, match):
   with pytest.raises(ValueError, match=match):

@@ -238,7 +238,8 @@ def plan_config(variant: str) -> ml_collections.ConfigDict:
                             # perfect model could give).
   p.simulator_cost = 'latent'  # With model=simulator: latent (the world model's own cost: its
                                # encoder on rendered simulated frames) | state (z-scored states;
-                               # needs no world model).
+                               # needs no world model) | distance (the task's own distance to
+                               # the goal, what success tests; needs no world model).
   p.mode = 'mpc'            # mpc (replan from each real observation) | open_loop (one plan of
                             # `horizon` model actions executed blind).
   p.horizon = 5             # Model actions per plan (paper: 5).

@@ -72,8 +72,8 @@ def task_problems(task: str, clip_actions: bool, num: int, seed: int):
 def simulator_problem_fn(task, env, model, stats, planner: str, *, frameskip: int,
                          clip_actions=None, simulator_cost: str = 'latent', **objective_kw):
   """params -> problems.Problem planning through the true dynamics (`plan.model=simulator`):
-  scored by the model's latent of the rendered frames (`simulator_cost` 'latent') or the
-  z-scored state ('state'); for gradient planners the cost simulates with settings `jax.grad`
+  scored by the model's latent of the rendered frames (`simulator_cost` 'latent'), the
+  z-scored state ('state') or the task's own distance to the goal ('distance'); for gradient planners the cost simulates with settings `jax.grad`
   goes through (`_DIFFERENTIABLE_SIMULATOR`). `objective_kw`: `simulator_problem`'s objective,
   alpha, base."""
   cost_env = env
@@ -85,7 +85,8 @@ def simulator_problem_fn(task, env, model, stats, planner: str, *, frameskip: in
     if simulator_cost == 'latent':
       latent_fn = problems.rendered_latent_fn(env, model, params)
     return problems.simulator_problem(env, stats, frameskip=frameskip, cost_env=cost_env,
-                                      latent_fn=latent_fn, **objective_kw)
+                                      latent_fn=latent_fn,
+                                      task_distance=simulator_cost == 'distance', **objective_kw)
 
   return simulator
 

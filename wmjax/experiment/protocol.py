@@ -17,7 +17,7 @@ from wmjax.planning import objectives
 
 MODELS = ('world_model', 'simulator')
 MODES = ('mpc', 'open_loop')
-SIMULATOR_COSTS = ('latent', 'state')
+SIMULATOR_COSTS = ('latent', 'state', 'distance')
 CHECKPOINTS = ('best', 'latest')
 # Numeric plan settings and their valid ranges (checks.range_problem); every other number of the
 # config must be finite.
@@ -44,7 +44,7 @@ class PlanProtocol:
     model: 'world_model' | 'simulator'.
     mode: 'mpc' | 'open_loop'.
     open_loop: mode == 'open_loop'.
-    simulator_cost: with model 'simulator': 'latent' | 'state' (else None).
+    simulator_cost: with model 'simulator': 'latent' | 'state' | 'distance' (else None).
     objective: 'last' | 'all'.
     rollout: 'markov' | 'history'.
     alpha: proprio weight of the cost.
@@ -156,5 +156,5 @@ def run_name(config: ml_collections.ConfigDict) -> str:
   if p.bounded:
     parts.append('bounded')
   if p.model == 'simulator':
-    parts.append('simulator' if p.simulator_cost == 'latent' else 'simulator_state')
+    parts.append('simulator' if p.simulator_cost == 'latent' else f'simulator_{p.simulator_cost}')
   return '_'.join(parts)

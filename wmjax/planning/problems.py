@@ -117,6 +117,7 @@ def simulator_problem(
     base=0.5,
     cost_env: Optional[Env] = None,
     latent_fn: Optional[Callable[[jax.Array, jax.Array], Any]] = None,
+    task_distance: bool = False,
 ) -> Problem:
   """Planning with the true dynamics as the model: the ceiling a perfect model could reach.
 
@@ -142,12 +143,20 @@ def simulator_problem(
       differentiate); defaults to `env`.
     latent_fn: (state vector (S,), normalised proprio (P,)) -> latent pytree; default the
       z-scored state (above).
+    task_distance: score with the task's own distance instead of a latent: `env.distance` of
+      each scored state to the goal, squared and divided by the start's (1 at the start, 0 at
+      the goal, whatever the task's units), weighted over time as the objective weights latent
+      distances. The best case of a cost: it measures what success tests. Excludes `latent_fn`
+      and ignores `alpha`.
 
   Returns:
     A `Problem`.
   """
   if objective not in objectives.MODES:
     raise ValueError(f'Unknown objective mode {objective!r}; choose one of {objectives.MODES}.')
+  if task_distance and latent_fn is not None:
+    raise ValueError('simulator_problem: task_distance=True scores states with env.distance; '
+                     'pass no latent_fn with it.')
   normalizer = execution.normalizer_from_stats(stats)
   sim = env if cost_env is None else cost_env
   state_mean = jnp.asarray(stats.state_mean, jnp.float32)
@@ -164,6 +173,9 @@ def simulator_problem(
 
   def make_cost(obs: dict, goal_obs: dict) -> Cost:
     start = sim.reset_to(obs['state'])
+    if task_distance:
+      return _task_distance_cost(sim, start, goal_obs['state'], normalizer, frameskip,
+                                 objective, base)
     z_goal = latent(sim.reset_to(goal_obs['state']))
 
     def cost(actions: jax.Array) -> jax.Array:
@@ -179,6 +191,28 @@ def simulator_problem(
     return cost
 
   return Problem(observe=observe, make_cost=make_cost, normalizer=normalizer)
+
+
+def _task_distance_cost(sim: Env, start, goal: jax.Array, normalizer, frameskip: int,
+                        objective: str, base) -> Cost:
+  """`simulator_problem`'s cost with `task_distance`: d(s_t, goal)^2 / d(s_0, goal)^2 over the
+  simulated states, combined over time as `objectives.trajectory_cost` combines latent distances
+  ('last': the final state's; 'all': sum_t c_t d_t / (T+1), t = 0..T)."""
+  scale = jnp.maximum(jnp.square(sim.distance(sim.state_vector(start), goal)), 1e-12)
+
+  def scored(state) -> jax.Array:
+    return jnp.square(sim.distance(sim.state_vector(state), goal)) / scale
+
+  def cost(actions: jax.Array) -> jax.Array:
+    if objective == 'last':
+      final, _ = execution.execute_plan(sim, start, actions, normalizer, frameskip,
+                                        lambda s: ())
+      return scored(final)
+    _, ds = execution.execute_plan(sim, start, actions, normalizer, frameskip, scored)
+    ds = jnp.concatenate([jnp.ones((1,), ds.dtype), ds])  # d_0 / d_0 = 1.
+    return jnp.mean(objectives.trajectory_weights(ds.shape[0], base) * ds)
+
+  return cost
 
 
 def rendered_latent_fn(env: Env, model: Any, params: Params
