@@ -10,6 +10,7 @@ from experiments.configs import pusht as pusht_config
 from wmjax import data as data_lib
 from wmjax import models
 from wmjax import training
+from wmjax.data import features as features_lib
 from wmjax.experiment import train as train_lib
 from wmjax.training import pretrain as pretrain_lib
 from wmjax.training import probe as probe_lib
@@ -174,8 +175,16 @@ def test_probe_of_the_identity_encoder():
   for name in ('agent_x', 'agent_y', 'block_x', 'block_y', 'agent_vx', 'agent_vy'):
     assert out['visual'][name] > 0.999
   assert out['visual']['block_angle_cos'] < 0.2  # cos is even in the angle: no linear readout.
+  # The error in the feature's units: positions read to a fraction of a px; RMSE^2 / variance
+  # is 1 - R^2 on the same test frames.
+  assert tuple(out['visual_rmse']) == PUSHT_NAMES
+  assert max(out['visual_rmse'][n] for n in ('agent_x', 'block_x', 'block_y')) < 0.5
+  test_states = probe_lib.sample_frames(test, 200, seed=1)[0]  # The frames it scored on.
+  targets = features_lib.readout_targets('pusht', test_states)
+  for name, var in zip(PUSHT_NAMES, targets.var(axis=0)):
+    assert out['visual_rmse'][name]**2 / var == pytest.approx(1 - out['visual'][name], abs=1e-6)
   table = probe_lib.format_probe(out)
-  assert 'block_angle_sin' in table and 'visual+proprio' in table
+  assert 'block_angle_sin' in table and 'visual+proprio' in table and 'visual RMSE' in table
   # Frames are drawn without replacement, seeded.
   s1, p1 = probe_lib.sample_frames(train, 50, seed=3)
   s2, _ = probe_lib.sample_frames(train, 50, seed=3)

@@ -91,6 +91,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path, dataset_dir):
   # The linear probe: the identity encoder's visual token is the state, read exactly.
   assert set(evaluation['probe_r2']) == {'x', 'y'} == set(evaluation['probe_r2_with_proprio'])
   assert min(evaluation['probe_r2'].values()) > 0.99
+  assert set(evaluation['probe_rmse']) == {'x', 'y'}  # In the state's units.
   assert evaluation['probe']['test_frames'] == 21  # The one held-out trajectory's frames.
   motion = evaluation['probe_motion']  # The change over 4 model steps, read the same way:
   assert (motion['horizon'], motion['windows']) == (4, 1)  # one window, so no R^2 (no spread).

@@ -113,8 +113,9 @@ def probe_evaluation(model, params, config, env, train, val, needs_pixels) -> di
   on `probe.train_frames` training frames, scored on `probe.test_frames` held-out frames.
 
   Returns the eval.json entries 'probe_r2' (visual tokens only: does the image code carry the
-  state?), 'probe_r2_with_proprio' (the proprio embedding appended), 'probe' (frame counts,
-  ridge) and, with `probe.motion_windows` > 0, 'probe_motion' (`training.probe_motion`: R^2 of
+  state?), 'probe_r2_with_proprio' (the proprio embedding appended), 'probe_rmse' (the visual
+  probe's error in each feature's units: px for positions, to set beside a task's success
+  tolerance), 'probe' (frame counts, ridge) and, with `probe.motion_windows` > 0, 'probe_motion' (`training.probe_motion`: R^2 of
   the state change the model predicts over `train.eval_horizon` steps); empty when
   `probe.train_frames` is 0.
   """
@@ -130,7 +131,7 @@ def probe_evaluation(model, params, config, env, train, val, needs_pixels) -> di
       test_frames=int(p.test_frames), ridge=float(p.ridge), seed=int(config.seed),
       return_reader=True)
   result = {'probe_r2': out['visual'], 'probe_r2_with_proprio': out['visual_proprio'],
-            'probe': {k: out[k] for k in ('train_frames', 'test_frames', 'ridge')}}
+            'probe_rmse': out['visual_rmse'], 'probe': {k: out[k] for k in ('train_frames', 'test_frames', 'ridge')}}
   fs = int(config.frameskip)
   horizon = eval_horizon(config, val)
   if int(p.get('motion_windows', 0)) > 0 and horizon >= 1:
@@ -156,7 +157,8 @@ def format_table(evaluation: dict[str, Any]) -> str:
   if evaluation.get('probe_r2') is not None:
     lines.append(training.probe.format_probe(dict(
         evaluation['probe'], visual=evaluation['probe_r2'],
-        visual_proprio=evaluation['probe_r2_with_proprio'])))
+        visual_proprio=evaluation['probe_r2_with_proprio'],
+        visual_rmse=evaluation.get('probe_rmse'))))
   if evaluation.get('probe_motion') is not None:
     lines.append(training.probe.format_motion(evaluation['probe_motion']))
   return '\n'.join(lines)

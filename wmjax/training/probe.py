@@ -210,10 +210,12 @@ def probe_encoder(model: Any, params: Mapping[str, Any], task: str,
   `test` (e.g. the held-out trajectories), targets `wmjax.data.readout_targets(task, state)`.
 
   Returns:
-    {'visual': {feature: R^2}, 'visual_proprio': {feature: R^2}, 'train_frames': N,
-    'test_frames': M, 'ridge': ridge}; R^2 is None where a feature is constant on the test
-    frames. With `return_reader`, (that dict, the fitted visual probe `read`), which
-    `probe_motion` can reuse (the same frames it would fit on with the same `seed`).
+    {'visual': {feature: R^2}, 'visual_proprio': {feature: R^2}, 'visual_rmse': {feature:
+    root-mean-square error of the visual probe in the feature's units (px for PushT
+    positions)}, 'train_frames': N, 'test_frames': M, 'ridge': ridge}; R^2 is None where a
+    feature is constant on the test frames. With `return_reader`, (that dict, the fitted
+    visual probe `read`), which `probe_motion` can reuse (the same frames it would fit on
+    with the same `seed`).
   """
   names = features_lib.readout_names(task)
   train_states, train_proprio = sample_frames(train, train_frames, seed)
@@ -229,8 +231,12 @@ def probe_encoder(model: Any, params: Mapping[str, Any], task: str,
   for name, keys in (('visual', ('visual',)), ('visual_proprio', ('visual', 'proprio'))):
     feats = {s: np.concatenate([latents[s][k] for k in keys], axis=-1) for s in latents}
     readers[name] = fit_linear_probe(feats['train'], targets['train'], ridge)
-    r2 = r2_score(readers[name](feats['test']), targets['test'])
+    pred = readers[name](feats['test'])
+    r2 = r2_score(pred, targets['test'])
     out[name] = {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, r2)}
+    if name == 'visual':  # What a distance between latents can resolve, in state units.
+      rmse = np.sqrt(np.mean(np.square(pred - targets['test']), axis=0))
+      out['visual_rmse'] = {n: float(v) for n, v in zip(names, rmse)}
   out.update(train_frames=len(targets['train']), test_frames=len(targets['test']),
              ridge=float(ridge))
   return (out, readers['visual']) if return_reader else out
@@ -300,11 +306,15 @@ def probe_motion(model: Any, params: Mapping[str, Any], task: str,
 
 
 def format_probe(probe: Mapping[str, Any]) -> str:
-  """A short text table: one row per latent (visual, visual + proprio), one column per feature."""
+  """A short text table: one row per latent (visual, visual + proprio), one column per feature;
+  with 'visual_rmse', a row of the visual probe's error in each feature's units."""
+  rows = {'visual': probe['visual'], 'visual+proprio': probe['visual_proprio']}
+  if probe.get('visual_rmse') is not None:
+    rows['visual RMSE'] = probe['visual_rmse']
   return _table(
       f'Linear probe R^2 of the frozen latent per state feature (ridge {probe["ridge"]:g}; fit on '
       f'{probe["train_frames"]} training frames, scored on {probe["test_frames"]} held-out '
-      'frames):', {'visual': probe['visual'], 'visual+proprio': probe['visual_proprio']})
+      'frames; RMSE in the feature\'s units):', rows)
 
 
 def format_motion(motion: Mapping[str, Any]) -> str:
