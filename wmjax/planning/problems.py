@@ -6,8 +6,9 @@ A `Problem` is what `wmjax.planning.mpc.evaluate` needs besides the env and the 
 
   * `world_model_problem`: the learned model's latent rollout (PAPER.md section 3);
   * `simulator_problem`: the true dynamics as the model (the ceiling a perfect predictor gives),
-    scoring z-scored states or, with `rendered_latent_fn`, the world model's own latents of the
-    rendered simulated frames (observed as the model sees them: `pixel_observer`).
+    scoring z-scored states, the task's own distance to the goal (`task_distance`) or, with
+    `rendered_latent_fn`, the world model's own latents of the rendered simulated frames
+    (observed as the model sees them: `pixel_observer`).
 
 `wmjax.envs.brax_compat.true_dynamics_problem` builds one for any Brax / MJX env.
 """
