@@ -108,6 +108,24 @@ def test_plan_in_process(workdir, planner, mode, fields, num_replans, execute):
       planner=planner, mode=mode, **fields))
 
 
+def test_a_subset_of_problems_is_those_problems(workdir):
+  """`plan.problem_indices` evaluates exactly the named problems of the full sampling (their
+  starts, goals and episode keys), recorded under their own indices."""
+  c = make_config(planner='cem', mode='open_loop', model='simulator', simulator_cost='distance',
+                  problem_indices='5,1-2', num_instances=3, num_videos=0, run_name='subset')
+  r = plan.evaluate(c, workdir, progress=False)
+  assert r['problem_indices'] == [5, 1, 2] == [i['index'] for i in r['instances']]
+  init, goal, keys = plan.sample_problems(envs.load('wall'), 6, 0)
+  sub = plan.sample_problems(envs.load('wall'), 3, 0, (5, 1, 2))
+  np.testing.assert_array_equal(sub[0], init[np.array([5, 1, 2])])
+  np.testing.assert_array_equal(sub[1], goal[np.array([5, 1, 2])])
+  np.testing.assert_array_equal(jax.random.key_data(sub[2]),
+                                jax.random.key_data(keys)[np.array([5, 1, 2])])
+  for inst, i in zip(r['instances'], (5, 1, 2)):
+    np.testing.assert_allclose(inst['init_state'], init[i], rtol=1e-6)
+  assert protocol.problem_indices(make_config().plan) == tuple(range(4))
+
+
 def test_rows_that_differ_only_in_parameters_share_one_program(workdir, monkeypatch):
   """A second evaluation with the same program key reuses the compiled program; the parameters
   stay an argument (other weights give that program's results for them, as a fresh compile
@@ -159,6 +177,11 @@ def test_plan_binary_cem_mpc(workdir):
     ({'rollout': 'teacher'}, "rollout 'teacher'"),
     ({'model': 'oracle', 'mode': 'closed'}, r"plan.model='oracle'.*\n.*plan.mode='closed'"),
     ({'num_videos': 9}, r'plan.num_videos must be in \[0, plan.num_instances=4\]'),
+    ({'problem_indices': '0-2'}, r"names 3 problems but plan.num_instances=4: set num_instances "
+     r"to 3"),
+    ({'problem_indices': '0,x'}, r"plan.problem_indices='0,x': give comma-separated"),
+    ({'problem_indices': '3-1', 'num_instances': 3}, r"the range '3-1' runs backwards"),
+    ({'problem_indices': '1,0-1', 'num_instances': 3}, 'an index repeats'),
     ({'model': 'simulator', 'simulator_cost': 'pixels'}, r"plan.simulator_cost='pixels'; choose "
      r"one of \('latent', 'state', 'distance'\)"),
 ])

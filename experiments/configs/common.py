@@ -258,6 +258,9 @@ def plan_config(variant: str) -> ml_collections.ConfigDict:
   p.num_instances = v['num_instances']  # Evaluation problems (paper: 50); must divide by the
                                         # device count.
   p.seed = 0                # Problem i comes from env.sample_problem(fold_in(key(seed), i)).
+  p.problem_indices = ''    # '' : problems 0 .. num_instances-1; else which problems, e.g.
+                            # '2,17-19,40' (as many as num_instances): rerun a subset, such as
+                            # another row's misses, on exactly the problems it had.
   p.num_videos = v['num_videos']  # Instances written as planned-vs-executed videos.
   p.run_name = ''           # Output folder under <workdir>/plan/; '' derives it from the run.
   p.checkpoint = 'best'     # Which world-model checkpoint: best | latest.

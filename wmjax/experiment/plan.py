@@ -50,10 +50,11 @@ _MAX_PROGRAMS = 8
 
 
 # ------------------------------------------------------------------------------------ inputs
-def sample_problems(env, num: int, seed: int):
-  """(init (N, S), goal (N, S), episode keys (N,)): problem i from fold_in(key(seed), i)."""
+def sample_problems(env, num: int, seed: int, indices: tuple[int, ...] | None = None):
+  """(init (N, S), goal (N, S), episode keys (N,)): problem i from fold_in(key(seed), i), for
+  i in `indices` (default 0 .. num-1; N = len(indices))."""
   root = jax.random.key(seed)
-  idx = jnp.arange(num)
+  idx = jnp.arange(num) if indices is None else jnp.asarray(indices, jnp.int32)
   problem_keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(root, _PROBLEMS), i))(idx)
   episode_keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(root, _EPISODES), i))(idx)
   init, goal = jax.jit(jax.vmap(env.sample_problem))(problem_keys)
@@ -61,20 +62,22 @@ def sample_problems(env, num: int, seed: int):
 
 
 @functools.lru_cache(maxsize=8)
-def task_problems(task: str, clip_actions: bool, num: int, seed: int):
-  """`sample_problems(envs.load(task, clip_actions=clip_actions), num, seed)`, sampled once per
-  process for each argument tuple: a reproduction's rows and its gap diagnostic evaluate the
+def task_problems(task: str, clip_actions: bool, num: int, seed: int,
+                  indices: tuple[int, ...] | None = None):
+  """`sample_problems(envs.load(task, clip_actions=clip_actions), num, seed, indices)`, sampled
+  once per process for each argument tuple: a reproduction's rows and its gap diagnostic evaluate the
   same problems, and PushT's sampler (up to 75 expert steps per problem) takes seconds to trace
   and run each time. The arrays are never donated, so sharing them is safe."""
-  return sample_problems(envs.load(task, clip_actions=clip_actions), num, seed)
+  return sample_problems(envs.load(task, clip_actions=clip_actions), num, seed, indices)
 
 
 def simulator_problem_fn(task, env, model, stats, planner: str, *, frameskip: int,
                          clip_actions=None, simulator_cost: str = 'latent', **objective_kw):
   """params -> problems.Problem planning through the true dynamics (`plan.model=simulator`):
   scored by the model's latent of the rendered frames (`simulator_cost` 'latent'), the
-  z-scored state ('state') or the task's own distance to the goal ('distance'); for gradient planners the cost simulates with settings `jax.grad`
-  goes through (`_DIFFERENTIABLE_SIMULATOR`). `objective_kw`: `simulator_problem`'s objective,
+  z-scored state ('state') or the task's own distance to the goal ('distance'); for gradient
+  planners the cost simulates with settings `jax.grad` goes through
+  (`_DIFFERENTIABLE_SIMULATOR`). `objective_kw`: `simulator_problem`'s objective,
   alpha, base."""
   cost_env = env
   if planner in planners_lib.GRADIENT + ('gradcem',) and task in _DIFFERENTIABLE_SIMULATOR:
@@ -185,9 +188,12 @@ def _evaluate(config, workdir, checkpoint, progress, mesh):
   planner = build_planner(config, env, stats, proto)
 
   load_s = time.perf_counter() - t_start
-  say(f'Sampling {n} {config.task} problems (seed {p.seed}) ...')
+  indices = protocol_lib.problem_indices(p)
+  subset = '' if indices == tuple(range(n)) else f', problems {p.problem_indices}'
+  say(f'Sampling {n} {config.task} problems (seed {p.seed}{subset}) ...')
   t0 = time.perf_counter()
-  init, goal, keys = task_problems(config.task, bool(config.clip_actions), n, int(p.seed))
+  init, goal, keys = task_problems(config.task, bool(config.clip_actions), n, int(p.seed),
+                                   indices if subset else None)
   problems_s = time.perf_counter() - t0
   mesh = parallel.make_mesh() if mesh is None else mesh
   # Every process sampled the same problems; each device keeps its share of them.
@@ -227,7 +233,7 @@ def _evaluate(config, workdir, checkpoint, progress, mesh):
       'planner_settings': p[p.planner].to_dict(),
       'budget': {k2: getattr(proto, k2) for k2 in ('num_replans', 'execute', 'model_actions',
                                                     'env_steps', 'horizon')},
-      'num_instances': n, 'seed': int(p.seed),
+      'num_instances': n, 'seed': int(p.seed), 'problem_indices': list(indices),
       'seeds': {'problem_key': f'fold_in(fold_in(key({p.seed}), {_PROBLEMS}), i)',
                 'episode_key': f'fold_in(fold_in(key({p.seed}), {_EPISODES}), i)'},
       'success_rate': k / n, 'num_success': k,
@@ -249,7 +255,7 @@ def _evaluate(config, workdir, checkpoint, progress, mesh):
           'load_seconds': load_s, 'problems_seconds': problems_s,
       },
       'instances': [{
-          'index': i, 'success': bool(success[i]),
+          'index': indices[i], 'success': bool(success[i]),
           'final_distance': float(ep.final_distance[i]),
           'min_distance': float(ep.min_distance[i]),
           'replans_to_success': int(ep.replans_to_success[i]) if success[i] else None,

@@ -137,6 +137,16 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                     f'of plan.{p.planner}.execute={execute} (replans = budget / execute)')
   if int(p.num_instances) < 1:
     errors.append(f'plan.num_instances must be >= 1; got {p.num_instances}')
+  try:
+    indices = problem_indices(p)
+  except ValueError as e:
+    errors.append(str(e))
+  else:
+    if len(indices) != int(p.num_instances):
+      errors.append(f'plan.problem_indices={p.problem_indices!r} names {len(indices)} problems '
+                    f'but plan.num_instances={p.num_instances}: set num_instances to '
+                    f'{len(indices)} or leave problem_indices empty (problems 0 .. '
+                    'num_instances-1)')
   if not 0 <= int(p.num_videos) <= int(p.num_instances):
     errors.append(f'plan.num_videos must be in [0, plan.num_instances={p.num_instances}]; got '
                   f'{p.num_videos}')
@@ -146,6 +156,29 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                   f'{p.mppi.max_std}')
   if errors:
     raise ValueError('Invalid plan config:\n  ' + '\n  '.join(errors))
+
+
+def problem_indices(p: ml_collections.ConfigDict) -> tuple[int, ...]:
+  """The indices of the problems a run evaluates: `plan.problem_indices` ('2,17-19,40';
+  ranges inclusive) or, when empty, 0 .. num_instances-1. Raises ValueError on a malformed,
+  negative, descending or repeated index."""
+  text = str(p.get('problem_indices', '') or '').strip()
+  if not text:
+    return tuple(range(max(int(p.num_instances), 0)))
+  bad = (f"plan.problem_indices={text!r}: give comma-separated problem indices >= 0 or "
+         "inclusive ranges, e.g. '2,17-19,40'")
+  out = []
+  for part in text.split(','):
+    lo, sep, hi = part.strip().partition('-')
+    if not lo.strip().isdigit() or (sep and not hi.strip().isdigit()):
+      raise ValueError(bad)
+    lo, hi = int(lo), int(hi) if sep else int(lo)
+    if hi < lo:
+      raise ValueError(f'{bad}; the range {part.strip()!r} runs backwards')
+    out.extend(range(lo, hi + 1))
+  if len(set(out)) != len(out):
+    raise ValueError(f'{bad}; an index repeats')
+  return tuple(out)
 
 
 def run_name(config: ml_collections.ConfigDict) -> str:
