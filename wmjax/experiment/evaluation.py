@@ -115,9 +115,9 @@ def probe_evaluation(model, params, config, env, train, val, needs_pixels) -> di
   Returns the eval.json entries 'probe_r2' (visual tokens only: does the image code carry the
   state?), 'probe_r2_with_proprio' (the proprio embedding appended), 'probe_rmse' (the visual
   probe's error in each feature's units: px for positions, to set beside a task's success
-  tolerance), 'probe' (frame counts, ridge) and, with `probe.motion_windows` > 0, 'probe_motion' (`training.probe_motion`: R^2 of
-  the state change the model predicts over `train.eval_horizon` steps); empty when
-  `probe.train_frames` is 0.
+  tolerance), 'probe' (frame counts, ridge) and, with `probe.motion_windows` > 0,
+  'probe_motion' (`training.probe_motion`: R^2 of the state change the model predicts over
+  `train.eval_horizon` steps); empty when `probe.train_frames` is 0.
   """
   p = config.get('probe')
   if p is None or int(p.train_frames) < 1 or val is None:
@@ -131,7 +131,8 @@ def probe_evaluation(model, params, config, env, train, val, needs_pixels) -> di
       test_frames=int(p.test_frames), ridge=float(p.ridge), seed=int(config.seed),
       return_reader=True)
   result = {'probe_r2': out['visual'], 'probe_r2_with_proprio': out['visual_proprio'],
-            'probe_rmse': out['visual_rmse'], 'probe': {k: out[k] for k in ('train_frames', 'test_frames', 'ridge')}}
+            'probe_rmse': out['visual_rmse'],
+            'probe': {k: out[k] for k in ('train_frames', 'test_frames', 'ridge')}}
   fs = int(config.frameskip)
   horizon = eval_horizon(config, val)
   if int(p.get('motion_windows', 0)) > 0 and horizon >= 1:

@@ -65,9 +65,9 @@ def sample_problems(env, num: int, seed: int, indices: tuple[int, ...] | None = 
 def task_problems(task: str, clip_actions: bool, num: int, seed: int,
                   indices: tuple[int, ...] | None = None):
   """`sample_problems(envs.load(task, clip_actions=clip_actions), num, seed, indices)`, sampled
-  once per process for each argument tuple: a reproduction's rows and its gap diagnostic evaluate the
-  same problems, and PushT's sampler (up to 75 expert steps per problem) takes seconds to trace
-  and run each time. The arrays are never donated, so sharing them is safe."""
+  once per process for each argument tuple: a reproduction's rows and its gap diagnostic
+  evaluate the same problems, and PushT's sampler (up to 75 expert steps per problem) takes
+  seconds to trace and run each time. The arrays are never donated, so sharing them is safe."""
   return sample_problems(envs.load(task, clip_actions=clip_actions), num, seed, indices)
 
 
