@@ -67,7 +67,9 @@ def task_problems(task: str, clip_actions: bool, num: int, seed: int,
   """`sample_problems(envs.load(task, clip_actions=clip_actions), num, seed, indices)`, sampled
   once per process for each argument tuple: a reproduction's rows and its gap diagnostic
   evaluate the same problems, and PushT's sampler (up to 75 expert steps per problem) takes
-  seconds to trace and run each time. The arrays are never donated, so sharing them is safe."""
+  seconds to trace and run each time. The arrays are never donated, so sharing them is safe.
+  Pass `indices` only for a subset: the cache keys a call by its arguments as written, so
+  `(..., seed)` and `(..., seed, None)` would sample the same problems twice."""
   return sample_problems(envs.load(task, clip_actions=clip_actions), num, seed, indices)
 
 
@@ -189,11 +191,13 @@ def _evaluate(config, workdir, checkpoint, progress, mesh):
 
   load_s = time.perf_counter() - t_start
   indices = protocol_lib.problem_indices(p)
-  subset = '' if indices == tuple(range(n)) else f', problems {p.problem_indices}'
-  say(f'Sampling {n} {config.task} problems (seed {p.seed}{subset}) ...')
+  subset = indices != tuple(range(n))
+  problem_args = (config.task, bool(config.clip_actions), n, int(p.seed)) + (
+      (indices,) if subset else ())  # As the gap diagnostic calls it: one cache entry.
+  which = f', problems {p.problem_indices}' if subset else ''
+  say(f'Sampling {n} {config.task} problems (seed {p.seed}{which}) ...')
   t0 = time.perf_counter()
-  init, goal, keys = task_problems(config.task, bool(config.clip_actions), n, int(p.seed),
-                                   indices if subset else None)
+  init, goal, keys = task_problems(*problem_args)
   problems_s = time.perf_counter() - t0
   mesh = parallel.make_mesh() if mesh is None else mesh
   # Every process sampled the same problems; each device keeps its share of them.
