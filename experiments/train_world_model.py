@@ -14,7 +14,9 @@ the "predict no change" baseline into `<workdir>/world_model/eval.json`.
 
 Restarted in the same workdir, the run resumes from its latest intact checkpoint (a damaged one is
 skipped with a warning and moved to `world_model/corrupt/`) and ends with the same parameters as an
-uninterrupted run: every step's data and dropout keys are functions of (seed, step) only. A
+uninterrupted run: every step's data and dropout keys are functions of (seed, step) only. The conv
+encoder's pretraining resumes the same way, from `world_model/encoder_pretraining.msgpack`
+(written every `train.checkpoint_every` pretraining steps, removed once the encoder is saved). A
 checkpoint written with other training settings is refused unless --accept_changed_settings; a
 non-finite loss or gradient stops the run before anything non-finite is saved; the workdir is
 locked against a second writer; `world_model/done.json` is written last.

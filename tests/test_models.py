@@ -1,12 +1,14 @@
 """Contracts of the world-model modules at tiny sizes."""
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import fakes
 from wmjax import models
 from wmjax.models import conv
 from wmjax.models import predictor as predictor_lib
@@ -330,6 +332,41 @@ def test_feature_weights_weigh_the_readouts_squared_errors():
   with pytest.raises(ValueError, match='pass states too'):
     pretrain.pretrain_conv_autoencoder(imgs, CONV, jax.random.key(0), steps=1,
                                        feature_weights=np.ones(2))
+
+
+def test_interrupted_pretraining_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+  imgs, pos = _dot_images(16, 16, seed=5, return_positions=True)
+  run = functools.partial(pretrain.pretrain_conv_autoencoder, imgs, CONV, jax.random.key(2),
+                          steps=6, batch_size=4, learning_rate=3e-3, log_every=1,
+                          progress=False, states=pos, save_every=2)
+  ref, ref_metrics = run()
+  path = str(tmp_path / pretrain.RESUME_FILE)
+  with monkeypatch.context() as m:
+    m.setattr(pretrain.tqdm, 'tqdm', fakes.interrupting_bar(5))
+    with pytest.raises(fakes.Interrupted):
+      run(resume_file=path)  # Stopped after step 5: the state written at step 4 remains.
+  enc, metrics = run(resume_file=path)
+  assert int(metrics['resumed_from_step']) == 4 and int(ref_metrics['resumed_from_step']) == 0
+  jax.tree.map(np.testing.assert_array_equal, enc, ref)
+  np.testing.assert_array_equal(metrics['loss'], ref_metrics['loss'])
+  np.testing.assert_array_equal(metrics['final_loss'], ref_metrics['final_loss'])
+  # Written with other settings: refused, naming them, and the file is kept.
+  with pytest.raises(ValueError, match=r'other learning_rate, steps than this run'):
+    run(resume_file=path, steps=8, learning_rate=1e-3)
+  with pytest.raises(ValueError, match=r'\(step 4\) was written with other images, states than'):
+    pretrain.pretrain_conv_autoencoder(imgs[::-1], CONV, jax.random.key(2), steps=6,
+                                       batch_size=4, learning_rate=3e-3, progress=False,
+                                       states=pos[::-1], save_every=2, resume_file=path)
+  # Unreadable: set aside with a warning, and pretraining starts over.
+  with open(path, 'wb') as f:
+    f.write(b'half written')
+  with pytest.warns(UserWarning, match='Could not read the encoder pretraining state'):
+    enc, metrics = run(resume_file=path, save_every=0)
+  assert int(metrics['resumed_from_step']) == 0
+  jax.tree.map(np.testing.assert_array_equal, enc, ref)
+  assert os.listdir(tmp_path / 'corrupt') == [pretrain.RESUME_FILE]
+  with pytest.raises(ValueError, match='save_every >= 0'):
+    run(save_every=-1)
 
 
 def test_foreground_weights_mark_the_object():

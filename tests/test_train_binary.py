@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import wall
+import fakes
 from limits import TIMEOUT_S
 from wmjax import checks
 from wmjax import io
@@ -23,6 +24,7 @@ from wmjax.experiment import evaluation as evaluation_lib
 from wmjax.experiment import generate
 from wmjax.experiment import layout
 from wmjax.experiment import train as train_lib
+from wmjax.training import pretrain as pretrain_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = os.path.join(ROOT, 'experiments', 'train_world_model.py')
@@ -212,12 +214,20 @@ def test_configs_of_every_variant_are_valid():
             paper.model.predictor.head_dim, paper.model.predictor.mlp_dim) == (6, 16, 64, 2048)
 
 
-def test_conv_encoder_is_pretrained_once_and_kept(tmp_path, dataset_dir, capsys):
+def test_conv_encoder_is_pretrained_once_and_kept(tmp_path, dataset_dir, capsys, monkeypatch):
   workdir = fresh_workdir(tmp_path, dataset_dir, 'conv')
   c = conv_config()
+  resume_file = os.path.join(workdir, layout.WORLD_MODEL_DIR, pretrain_lib.RESUME_FILE)
+  with monkeypatch.context() as m:  # Stopped after pretraining step 3 of 3; saved at step 2.
+    m.setattr(pretrain_lib.tqdm, 'tqdm', fakes.interrupting_bar(3))
+    with pytest.raises(fakes.Interrupted):
+      train_lib.train_and_evaluate(c, workdir, progress=False)
+  assert os.path.exists(resume_file)
   summary = train_lib.train_and_evaluate(c, workdir, progress=False)
   out = capsys.readouterr().out
   assert 'Pretraining the conv encoder' in out
+  assert f'Resumed the encoder pretraining at step 2 from {resume_file}' in out
+  assert not os.path.exists(resume_file)  # Its encoder is in the step-0 checkpoint.
   assert 'Token cache: ' in out and 'frames encoded once' in out  # Frozen encoder, run once.
   assert summary['encoder_pretraining']['images'] == 16
   ck = training.Checkpointer(os.path.join(workdir, layout.WORLD_MODEL_DIR))

@@ -9,7 +9,8 @@ the proprio/action encoders by teacher forcing (`wmjax.training.iterations`) in 
 loop (`loop`), validates and checkpoints on the way, and ends with the held-out evaluation in
 `<workdir>/world_model/eval.json`. Restarted in the same workdir it resumes from the latest intact
 checkpoint and ends with the same parameters as an uninterrupted run: every step's data and
-dropout keys are functions of (seed, step) only.
+dropout keys are functions of (seed, step) only. An interrupted encoder pretraining resumes too
+(`wmjax.training.pretrain`, `RESUME_FILE` in `<workdir>/world_model/`).
 """
 
 import os
@@ -143,8 +144,13 @@ def check_config(config: ml_collections.ConfigDict,
     raise ValueError('Invalid config:\n  ' + '\n  '.join(errors))
 
 
-def pretrain_encoder(config, env, train: data_lib.WindowArrays, model_kwargs, progress: bool):
-  """Pretrains the conv autoencoder on rendered training frames; returns (params, summary)."""
+def pretrain_encoder(config, env, train: data_lib.WindowArrays, model_kwargs, progress: bool,
+                     resume_file: str | None = None):
+  """Pretrains the conv autoencoder on rendered training frames; returns (params, summary).
+
+  With `resume_file` the pretraining state is written there every `train.checkpoint_every`
+  steps (by process 0) and a restarted run continues from it.
+  """
   t = config.train
   states = np.asarray(train.states).reshape(-1, train.states.shape[-1])
   rng = np.random.default_rng(int(config.seed))
@@ -163,7 +169,8 @@ def pretrain_encoder(config, env, train: data_lib.WindowArrays, model_kwargs, pr
       states=data_lib.readout_targets(config.task, states[pick]) if readout else None,
       feature_weights=(data_lib.readout_weights(
           config.task, t.get('encoder_pretrain_feature_weights', '')) if readout else None),
-      state_weight=float(t.encoder_pretrain_state_weight))
+      state_weight=float(t.encoder_pretrain_state_weight), resume_file=resume_file,
+      save_every=int(t.checkpoint_every), write_resume=distributed.is_primary())
   summary = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
   summary.update(images=int(count), seconds=time.perf_counter() - t0)
   return params, summary
@@ -213,6 +220,7 @@ def _train_and_evaluate(config, workdir, progress, mesh, accept_changed_settings
   progress = progress and primary
   out_dir = os.path.join(workdir, layout.WORLD_MODEL_DIR)
   os.makedirs(out_dir, exist_ok=True)
+  resume_file = os.path.join(out_dir, pretrain_lib.RESUME_FILE)
 
   needs_pixels = model.obs_key == 'pixels'
   optimizer = training.make_optimizer(t)
@@ -276,13 +284,20 @@ def _train_and_evaluate(config, workdir, progress, mesh, accept_changed_settings
         if primary:
           print(f'Pretraining the conv encoder ({t.encoder_pretrain_steps} steps) ...')
         encoder_params, pretrain_summary = pretrain_encoder(config, env, train, model_kwargs,
-                                                            progress)
+                                                            progress, resume_file)
+        if primary and pretrain_summary['resumed_from_step']:
+          print(f'Resumed the encoder pretraining at step '
+                f'{int(pretrain_summary["resumed_from_step"])} from {resume_file}.')
         writer.write(0, pretrain_summary, split='encoder_pretraining')
       state = init_state(encoder_params)
   meta['encoder_pretraining'] = pretrain_summary
   meta['initialised_from'] = initial
   if resumed_from is None and pretrain_summary is not None and initial is None:
     ckpt.save(state, meta)  # The pretrained encoder is kept even if training stops early.
+    ckpt.wait('latest')
+  if (primary and initial is None and pretrain_summary is not None
+      and os.path.exists(resume_file)):  # Its encoder is in a checkpoint now.
+    os.remove(resume_file)
 
   train, note = training.maybe_add_tokens(model, training.full_params(state), train, env,
                                           int(config.image_size), float(config.token_cache_gb))

@@ -20,15 +20,22 @@ error went from 1.2x the "no change" error to 0.17x.
 """
 
 from collections.abc import Mapping
+import hashlib
+import json
+import os
+import shutil
 from typing import Any
+import warnings
 
 import flax.linen as nn
+from flax import serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import tqdm
 
+from wmjax import io
 from wmjax.envs import render as render_lib
 from wmjax.models.conv import conv_autoencoder_from_config
 from wmjax.models.conv import ConvAutoencoder
@@ -154,6 +161,9 @@ def pretrain_conv_autoencoder(
     states: np.ndarray | None = None,
     state_weight: float = 1.0,
     feature_weights: np.ndarray | None = None,
+    resume_file: str | None = None,
+    save_every: int = 0,
+    write_resume: bool = True,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
   """Trains the conv autoencoder on the task's own images; the encoder is frozen afterwards.
 
@@ -175,12 +185,22 @@ def pretrain_conv_autoencoder(
       0 trains the head without shaping the encoder).
     feature_weights: optional (S,) weights >= 0 of the state dimensions inside the readout's MSE
       (e.g. `wmjax.data.readout_weights(task, 'block_angle=8')`); None: all 1.
+    resume_file: optional path of the resumable state (`RESUME_FILE` beside a run's checkpoints).
+      If it exists, pretraining continues from its step and ends with the parameters of an
+      uninterrupted run (step i's minibatch key is a function of `key` and i only); one written
+      with other inputs or settings is refused (ValueError naming them), one that cannot be read
+      is moved to `corrupt/` beside it with a warning and pretraining starts over. The caller
+      removes the file once the result is saved elsewhere.
+    save_every: steps between writes of `resume_file` (0: never).
+    write_resume: False reads `resume_file` but never writes it (the other processes of a
+      multi-process job).
 
   Returns:
     (encoder_params, metrics): the module's parameters (encoder and decoder; use as
     `params['encoder']` of a WorldModel with encoder 'conv'), and metrics with 'loss' (steps,)
     per-step training losses plus 'initial_*' / 'final_*' ('loss', 'mse', 'foreground_mse', and
-    'state_mse' with `states`) measured on up to 256 of the images before and after training.
+    'state_mse' with `states`) measured on up to 256 of the images before and after training,
+    and 'resumed_from_step' (0 unless continued from `resume_file`).
   """
   module = conv_autoencoder_from_config(config)
   images = np.asarray(images)
@@ -189,8 +209,9 @@ def pretrain_conv_autoencoder(
                      f'got {images.shape}.')
   if images.dtype != np.uint8:
     raise ValueError(f'images must be uint8; got {images.dtype}.')
-  if steps < 1 or batch_size < 1:
-    raise ValueError(f'steps and batch_size must be >= 1; got {steps}, {batch_size}.')
+  if steps < 1 or batch_size < 1 or save_every < 0:
+    raise ValueError(f'steps and batch_size must be >= 1 and save_every >= 0; got {steps}, '
+                     f'{batch_size}, {save_every}.')
   if states is not None:
     states = np.asarray(states)
     if states.ndim != 2 or states.shape[0] != images.shape[0]:
@@ -243,19 +264,89 @@ def pretrain_conv_autoencoder(
 
   evaluate = jax.jit(lambda p, b: loss_fn(p, b)[1])
   metrics = {f'initial_{k}': np.asarray(v) for k, v in evaluate(params, probe).items()}
-  losses = []
+  settings = resume_settings(images, config, key, steps, batch_size, learning_rate,
+                             foreground_share, states, state_weight, feature_weights)
+  start, losses = 0, []
+  if resume_file is not None:
+    resumed = _load_resume(resume_file, settings, (params, opt_state))
+    if resumed is not None:
+      start, (params, opt_state), losses = resumed
   keys = jax.random.split(data_key, steps)
-  with tqdm.tqdm(total=steps, desc='conv autoencoder', disable=not progress) as bar:
-    for i in range(steps):
+  with tqdm.tqdm(total=steps, initial=start, desc='conv autoencoder',
+                 disable=not progress) as bar:
+    for i in range(start, steps):
       params, opt_state, loss = train_step(params, opt_state, data, keys[i])
       losses.append(loss)
+      if (resume_file is not None and write_resume and save_every and (i + 1) % save_every == 0
+          and i + 1 < steps):
+        _save_resume(resume_file, settings, i + 1, (params, opt_state), losses)
       if (i + 1) % log_every == 0 or i + 1 == steps:
         bar.update(i + 1 - bar.n)
         bar.set_postfix(loss=float(loss))
   metrics.update({f'final_{k}': np.asarray(v) for k, v in evaluate(params, probe).items()})
   params['autoencoder'] = standardise_tokens(module, params['autoencoder'], images)  # Head dropped.
   metrics['loss'] = np.asarray(jnp.stack(losses))
+  metrics['resumed_from_step'] = np.asarray(start)
   return params['autoencoder'], metrics
+
+
+RESUME_FILE = 'encoder_pretraining.msgpack'
+
+
+def _digest(x: np.ndarray | None) -> str | None:
+  if x is None:
+    return None
+  x = np.ascontiguousarray(x)
+  return hashlib.sha256(repr((x.shape, x.dtype.str)).encode() + x.tobytes()).hexdigest()[:16]
+
+
+def resume_settings(images, config, key, steps, batch_size, learning_rate, foreground_share,
+                    states, state_weight, feature_weights) -> dict[str, Any]:
+  """What a resumable pretraining state must have been written with (JSON-able)."""
+  return {'images': _digest(images), 'states': _digest(states),
+          'feature_weights': _digest(feature_weights),
+          'key': _digest(np.asarray(jax.random.key_data(key))),
+          'config': json.loads(json.dumps(dict(config), default=str)),
+          'steps': int(steps), 'batch_size': int(batch_size),
+          'learning_rate': float(learning_rate), 'foreground_share': float(foreground_share),
+          'state_weight': float(state_weight)}
+
+
+def _save_resume(path: str, settings: Mapping[str, Any], step: int, state: Any,
+                 losses: list[jax.Array]) -> None:
+  payload = {'settings': json.dumps(settings, sort_keys=True), 'step': step,
+             'state': serialization.to_state_dict(jax.device_get(state)),
+             'losses': np.asarray(jnp.stack(losses), np.float32)}
+  io.write_bytes(path, serialization.msgpack_serialize(payload))
+
+
+def _load_resume(path: str, settings: Mapping[str, Any], target: Any):
+  """(step, state, losses) from `path`, or None when there is nothing usable to resume."""
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path, 'rb') as f:
+      payload = serialization.msgpack_restore(f.read())
+    stored = json.loads(payload['settings'])
+    step, losses = int(payload['step']), np.asarray(payload['losses'])
+    state = serialization.from_state_dict(target, payload['state'])
+    if losses.shape != (step,):
+      raise ValueError(f'{losses.shape[0]} losses for step {step}')
+  except Exception as e:  # Truncated, not msgpack, or another structure: unreadable.
+    into = os.path.join(os.path.dirname(os.path.abspath(path)), 'corrupt')
+    os.makedirs(into, exist_ok=True)
+    moved = shutil.move(path, os.path.join(into, os.path.basename(path)))
+    warnings.warn(f'Could not read the encoder pretraining state {path} ({type(e).__name__}: '
+                  f'{e}); moved it to {moved} and pretraining from step 0.')
+    return None
+  changed = sorted(k for k in set(stored) | set(settings)
+                   if stored.get(k) != json.loads(json.dumps(settings.get(k))))
+  if changed:
+    raise ValueError(
+        f'The encoder pretraining state {path} (step {step}) was written with other '
+        f'{", ".join(changed)} than this run. Run with the settings it was written with to '
+        f'resume it, or move the file away to pretrain from step 0.')
+  return step, state, [jnp.asarray(l) for l in losses]
 
 
 def standardise_tokens(module: ConvAutoencoder, params: Any, images: np.ndarray,
