@@ -20,6 +20,7 @@ from wmjax import checks
 from wmjax import envs
 from wmjax import io
 from wmjax import training
+from wmjax.envs import execution
 from wmjax.experiment import generate
 from wmjax.experiment import layout
 from wmjax.experiment import plan
@@ -27,6 +28,8 @@ from wmjax.experiment import plan_report
 from wmjax.experiment import planners
 from wmjax.experiment import protocol
 from wmjax.experiment import train as train_lib
+from wmjax.planning import objectives
+from wmjax.planning import problems
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = os.path.join(ROOT, 'experiments', 'plan.py')
@@ -87,6 +90,11 @@ def check_results(r, planner, mode, num_replans, execute):
   for p in r['videos']['paths']:
     assert os.path.getsize(os.path.join(out, p)) > 0
   assert 'simulator' in r['videos']['left']  # The test model has no decoder.
+  realized = [i['first_plan_realized_cost'] for i in r['instances']]
+  if r['protocol']['model'] == 'world_model':
+    assert np.all(np.isfinite(realized)) and 'First plans, from the true start' in summary
+  else:  # A plan through the simulator is scored as it is realized.
+    assert realized == [None] * n and 'First plans' not in summary
 
 
 @pytest.mark.parametrize('planner,mode,fields,num_replans,execute', [
@@ -106,6 +114,28 @@ def test_plan_in_process(workdir, planner, mode, fields, num_replans, execute):
       fields.get('simulator_cost', 'latent') if fields.get('model') == 'simulator' else None)
   assert os.path.basename(r['out_dir']) == protocol.run_name(make_config(
       planner=planner, mode=mode, **fields))
+
+
+def test_realized_first_plan_cost_scores_the_executed_plan(workdir):
+  """Open loop, the first plan is the whole executed plan: its realized cost ('last') is the
+  latent cost of the final executed state, encoded from its rendered frame."""
+  c = make_config(planner='cem', mode='open_loop', num_videos=0, run_name='realized')
+  r = plan.evaluate(c, workdir, progress=False)
+  env = envs.load('wall')
+  model, params, meta = layout.load_model(c, workdir, None, env)
+  stats, _ = layout.load_stats(c, workdir, env, meta)
+  normalizer = execution.normalizer_from_stats(stats)
+  latent = problems.rendered_latent_fn(env, model, params)
+  z = lambda s: latent(jnp.asarray(s), normalizer.normalize_proprio(
+      env.proprio(env.reset_to(jnp.asarray(s)))))
+  for inst in r['instances']:
+    final, goal = z(inst['final_state']), z(inst['goal_state'])
+    want = objectives.trajectory_cost(jax.tree.map(lambda x: x[None], final), goal, mode='last',
+                                      alpha=c.plan.alpha)
+    assert inst['first_plan_realized_cost'] == pytest.approx(float(want), rel=1e-4, abs=1e-6)
+  # The model predicted the cost of the same plans: a different number from a learned model.
+  assert [i['first_plan_realized_cost'] for i in r['instances']] != [
+      i['first_plan_cost'] for i in r['instances']]
 
 
 def test_a_subset_of_problems_is_those_problems(workdir):

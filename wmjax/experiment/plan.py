@@ -107,6 +107,25 @@ def make_problem_fn(config, env, model, stats, proto):
       env, model, params, stats, rollout=proto.rollout, **kw)
 
 
+def realized_first_plan_costs(config, env, model, params, stats, proto, init: np.ndarray,
+                              goal: np.ndarray, plans: np.ndarray) -> np.ndarray:
+  """(N,) the cost of each instance's first plan as the simulator realizes it.
+
+  The plan a planner chose from the true start is executed in `env` and scored with the same
+  objective, alpha and base and the world model's encoder on the rendered frames: the cost the
+  planner predicted for it through the model, measured in reality (the ceiling's cost). A
+  realized cost far above the predicted one is a plan that exploits the model's errors.
+
+  init, goal: (N, S) state vectors; plans: (N, H, frameskip * A) normalised first plans.
+  """
+  problem = problems.simulator_problem(
+      env, stats, frameskip=int(config.frameskip), objective=proto.objective, alpha=proto.alpha,
+      base=proto.objective_base, latent_fn=problems.rendered_latent_fn(env, model, params))
+  one = lambda s0, g, a: problem.make_cost(problem.observe(s0), problem.observe(g))(a)
+  return np.asarray(jax.jit(jax.vmap(one))(jnp.asarray(init), jnp.asarray(goal),
+                                           jnp.asarray(plans)))
+
+
 def _program(config, env, model, stats, proto, planner, mesh, args) -> tuple[Any, bool]:
   """(the compiled evaluation program for `args`, whether an earlier call of this process
   compiled it).
@@ -227,6 +246,10 @@ def _evaluate(config, workdir, checkpoint, progress, mesh):
   k = int(success.sum())
   plan_nonfinite = np.asarray(ep.plan_nonfinite)  # (N, R) guarded steps or samples per plan.
   bad_plans = ~np.isfinite(np.asarray(ep.plan_costs))  # (N, R) plans without a finite cost.
+  realized = None  # Through the simulator a plan's cost is already the realized one.
+  if p.model == 'world_model':
+    realized = realized_first_plan_costs(config, env, model, params, stats, proto, init, goal,
+                                         np.asarray(ep.plans)[:, 0])
   out_dir = os.path.join(workdir, layout.PLAN_DIR, protocol_lib.run_name(config))
   if primary:
     os.makedirs(out_dir, exist_ok=True)
@@ -267,6 +290,7 @@ def _evaluate(config, workdir, checkpoint, progress, mesh):
           'init_state': init[i].tolist(), 'goal_state': goal[i].tolist(),
           'final_state': final_states[i].tolist(),
           'first_plan_cost': float(ep.plan_costs[i, 0]),
+          'first_plan_realized_cost': None if realized is None else float(realized[i]),
           'num_nonfinite': int(plan_nonfinite[i].sum()),
           'num_nonfinite_plans': int(bad_plans[i].sum()),
       } for i in range(n)],

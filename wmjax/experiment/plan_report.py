@@ -137,4 +137,19 @@ def summary_markdown(r: dict[str, Any]) -> str:
       f'Host work around the compiled call: loading {t["load_seconds"]:.3g} s, sampling the '
       f'problems {t["problems_seconds"]:.3g} s, outputs {t["outputs_seconds"]:.3g} s.',
       '',
-  ])
+  ] + first_plan_lines(r['instances']))
+
+
+def first_plan_lines(instances: list[dict[str, Any]]) -> list[str]:
+  """The predicted vs realized cost of the first plans, for rows planned through a model."""
+  pairs = np.asarray([(i['first_plan_cost'], i['first_plan_realized_cost']) for i in instances
+                      if i.get('first_plan_realized_cost') is not None], np.float64)
+  pairs = pairs[np.all(np.isfinite(pairs), axis=1)] if len(pairs) else pairs
+  if not len(pairs):
+    return []
+  predicted, realized = np.median(pairs, axis=0)
+  above = int(np.sum(pairs[:, 1] > pairs[:, 0]))
+  return [f'First plans, from the true start: cost predicted through the model, median '
+          f'{predicted:.3g}; realized (the plan executed in the simulator, scored with the same '
+          f'objective and encoder), median {realized:.3g}; realized above predicted on '
+          f'{above}/{len(pairs)}.', '']
