@@ -1,4 +1,5 @@
-r"""Planning rows side by side: success with 95% intervals, seconds per problem, paired counts.
+r"""Planning rows side by side: success with 95% intervals, seconds per problem, the first plans'
+predicted and realized costs, paired counts.
 
   python experiments/compare_runs.py --out_dir runs/pusht/compare --baseline cem \
     --run cem=runs/pusht/plan/cem_mpc --run adam=runs/pusht/plan/adam_mpc \

@@ -14,11 +14,15 @@ from wmjax.experiment import compare
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _write(path, solved, task='wall', planner='adam', model='world_model', shift=0.0, seconds=2.0):
-  """A results.json of len(solved) problems; problem i starts at (i + shift, 0)."""
+def _write(path, solved, task='wall', planner='adam', model='world_model', shift=0.0, seconds=2.0,
+           costs=None):
+  """A results.json of len(solved) problems; problem i starts at (i + shift, 0); `costs`: each
+  problem's (first_plan_cost, first_plan_realized_cost), or None for a row without them."""
   os.makedirs(path, exist_ok=True)
   inst = [dict(index=i, success=bool(s), init_state=[i + shift, 0.0], goal_state=[1.0, 2.0])
           for i, s in enumerate(solved)]
+  for i, c in zip(inst, costs or ()):
+    i.update(first_plan_cost=c[0], first_plan_realized_cost=c[1])
   r = dict(task=task, num_instances=len(solved), num_success=int(sum(solved)),
            protocol=dict(planner=planner, model=model, mode='mpc', settings=f'{planner} budget'),
            timing=dict(seconds_per_instance_amortised=seconds), instances=inst)
@@ -41,8 +45,22 @@ def test_paired_counts_on_the_problems_both_rows_ran(tmp_path):
   p = compare.paired(base, adam)  # Problems 0-5: both 0 and 5; adam alone 3; cem alone 1, 2.
   assert p == dict(common=6, gained=1, lost=2, both=2, p=compare.sign_test_p(1, 2))
   table = compare.markdown([base, adam], baseline='cem')
-  assert '| adam | adam budget | world_model | mpc | 62 [31-86] | 8 | 2 | 1 / 2 (6; p = 1) |' in table
-  assert '| cem | cem budget | world_model | mpc | 67 [30-90] | 6 | 2 | (baseline) |' in table
+  assert '| adam | adam budget | world_model | mpc | 62 [31-86] | 8 | 2 | - / - | 1 / 2 (6; p = 1) |' in table
+  assert '| cem | cem budget | world_model | mpc | 67 [30-90] | 6 | 2 | - / - | (baseline) |' in table
+
+
+def test_first_plan_costs_predicted_and_realized(tmp_path):
+  """Medians over the finite costs; a ceiling's own cost is a realized one."""
+  model = compare.load('m', _write(tmp_path / 'm', [1, 0, 0], costs=[
+      (0.1, 0.5), (0.2, float('nan')), (0.3, 0.7)]))
+  ceiling = compare.load('s', _write(tmp_path / 's', [1, 1, 0], model='simulator', costs=[
+      (0.05, None), (0.01, None), (0.4, None)]))
+  assert (model.predicted_cost, model.realized_cost) == (0.2, 0.6)
+  assert (ceiling.predicted_cost, ceiling.realized_cost) == (None, 0.05)
+  table = compare.markdown([model, ceiling])
+  assert '| 2 | 0.2 / 0.6 |' in table and '| 2 | - / 0.05 |' in table
+  assert compare.summary([model])[0]['first_plan_cost_median'] == dict(predicted=0.2,
+                                                                      realized=0.6)
 
 
 def test_rows_that_cannot_be_paired_are_refused(tmp_path):
@@ -86,7 +104,7 @@ def test_binary_writes_table_json_and_figure(tmp_path):
   done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=TIMEOUT_S,
                         env=dict(os.environ, JAX_PLATFORMS='cpu'))
   assert done.returncode == 0, done.stderr
-  assert '| ceiling | cem budget | simulator | mpc | 100 [51-100] | 4 | 2 | 1 / 0 (4; p = 1) |' in (
+  assert '| ceiling | cem budget | simulator | mpc | 100 [51-100] | 4 | 2 | - / - | 1 / 0 (4; p = 1) |' in (
       out / 'compare.md').read_text()
   rows = json.loads((out / 'compare.json').read_text())['rows']
   assert [r['label'] for r in rows] == ['cem', 'ceiling'] and rows[1]['paired']['gained'] == 1

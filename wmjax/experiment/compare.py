@@ -37,6 +37,11 @@ class Row:
   seconds: float    # Batched planning time per problem (episode time / problems).
   success: dict[int, bool]              # Problem index -> solved.
   problems: dict[int, np.ndarray]       # Problem index -> start and goal state, concatenated.
+  # Medians over the problems of the first plan's cost as the model predicted it and as the
+  # simulator realized it (None where the row has none: a ceiling predicts nothing, rows
+  # written before realized costs were recorded realize nothing).
+  predicted_cost: float | None = None
+  realized_cost: float | None = None
 
   @property
   def n(self) -> int:
@@ -74,13 +79,25 @@ def load(label: str, path: str) -> Row:
                      f'{solved} solved, but num_instances {r["num_instances"]} and num_success '
                      f'{r["num_success"]}.')
   p = r['protocol']
+  predicted = _median([i.get('first_plan_cost') for i in inst])
+  realized = _median([i.get('first_plan_realized_cost') for i in inst])
+  if p['model'] == 'simulator':  # Through the simulator the planner's cost is the realized one.
+    predicted, realized = None, predicted
   return Row(label=label, path=file, task=r['task'], planner=p['planner'], model=p['model'],
              mode=p['mode'], settings=p.get('settings', p['planner']),
              seconds=float(r['timing']['seconds_per_instance_amortised']),
              success={int(i['index']): bool(i['success']) for i in inst},
              problems={int(i['index']): np.concatenate([np.ravel(i['init_state']),
                                                         np.ravel(i['goal_state'])])
-                       for i in inst})
+                       for i in inst},
+             predicted_cost=predicted, realized_cost=realized)
+
+
+def _median(values: Sequence[Any]) -> float | None:
+  """The median of the finite values, None if there is none."""
+  x = np.asarray([v for v in values if v is not None], np.float64)
+  x = x[np.isfinite(x)]
+  return float(np.median(x)) if x.size else None
 
 
 def sign_test_p(gained: int, lost: int) -> float:
@@ -139,7 +156,8 @@ def summary(rows: Sequence[Row], baseline: str | None = None) -> list[dict[str, 
     lo, hi = plan_report.wilson_interval(r.num_success, r.n)
     d = dict(label=r.label, path=r.path, task=r.task, planner=r.planner, model=r.model,
              mode=r.mode, settings=r.settings, n=r.n, num_success=r.num_success,
-             success_rate=r.num_success / r.n, ci95=(lo, hi), seconds_per_problem=r.seconds)
+             success_rate=r.num_success / r.n, ci95=(lo, hi), seconds_per_problem=r.seconds,
+             first_plan_cost_median=dict(predicted=r.predicted_cost, realized=r.realized_cost))
     if base is not None and r is not base:
       d['paired'] = paired(base, r)
     out.append(d)
@@ -148,8 +166,10 @@ def summary(rows: Sequence[Row], baseline: str | None = None) -> list[dict[str, 
 
 def markdown(rows: Sequence[Row], baseline: str | None = None) -> str:
   """The rows as a markdown table (paired columns against `baseline` when given)."""
-  head = '| row | planner | model | mode | success % [95% CI] | n | s per problem |'
-  rule = '|---|---|---|---|---|---|---|'
+  head = ('| row | planner | model | mode | success % [95% CI] | n | s per problem | '
+          'first plan cost, median: predicted / realized |')
+  rule = '|---|---|---|---|---|---|---|---|'
+  num = lambda x: '-' if x is None else f'{x:.3g}'
   if baseline:
     head += f' paired against {baseline}: gained / lost (both ran; sign test p) |'
     rule += '---|'
@@ -158,7 +178,8 @@ def markdown(rows: Sequence[Row], baseline: str | None = None) -> str:
     lo, hi = d['ci95']
     line = (f'| {d["label"]} | {d["settings"]} | {d["model"]} | {d["mode"]} | '
             f'{100 * d["success_rate"]:.0f} [{100 * lo:.0f}-{100 * hi:.0f}] | {d["n"]} | '
-            f'{d["seconds_per_problem"]:.3g} |')
+            f'{d["seconds_per_problem"]:.3g} | {num(d["first_plan_cost_median"]["predicted"])} '
+            f'/ {num(d["first_plan_cost_median"]["realized"])} |')
     if baseline:
       p = d.get('paired')
       line += (' (baseline) |' if p is None else
