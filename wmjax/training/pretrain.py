@@ -40,6 +40,9 @@ from wmjax.envs import render as render_lib
 from wmjax.models.conv import conv_autoencoder_from_config
 from wmjax.models.conv import ConvAutoencoder
 
+# The resumable state of an interrupted pretraining, beside a run's checkpoints.
+RESUME_FILE = 'encoder_pretraining.msgpack'
+
 
 def render_frames(env: Any, states: np.ndarray, image_size: int, batch: int = 256) -> np.ndarray:
   """(M, S) states -> (M, H, W, 3) uint8 images, rendered in jitted batches."""
@@ -264,10 +267,10 @@ def pretrain_conv_autoencoder(
 
   evaluate = jax.jit(lambda p, b: loss_fn(p, b)[1])
   metrics = {f'initial_{k}': np.asarray(v) for k, v in evaluate(params, probe).items()}
-  settings = resume_settings(images, config, key, steps, batch_size, learning_rate,
-                             foreground_share, states, state_weight, feature_weights)
   start, losses = 0, []
   if resume_file is not None:
+    settings = _resume_settings(images, config, key, steps, batch_size, learning_rate,
+                                foreground_share, states, state_weight, feature_weights)
     resumed = _load_resume(resume_file, settings, (params, opt_state))
     if resumed is not None:
       start, (params, opt_state), losses = resumed
@@ -290,9 +293,6 @@ def pretrain_conv_autoencoder(
   return params['autoencoder'], metrics
 
 
-RESUME_FILE = 'encoder_pretraining.msgpack'
-
-
 def _digest(x: np.ndarray | None) -> str | None:
   if x is None:
     return None
@@ -300,7 +300,7 @@ def _digest(x: np.ndarray | None) -> str | None:
   return hashlib.sha256(repr((x.shape, x.dtype.str)).encode() + x.tobytes()).hexdigest()[:16]
 
 
-def resume_settings(images, config, key, steps, batch_size, learning_rate, foreground_share,
+def _resume_settings(images, config, key, steps, batch_size, learning_rate, foreground_share,
                     states, state_weight, feature_weights) -> dict[str, Any]:
   """What a resumable pretraining state must have been written with (JSON-able)."""
   return {'images': _digest(images), 'states': _digest(states),
