@@ -91,6 +91,8 @@ def check_results(r, planner, mode, num_replans, execute):
     assert os.path.getsize(os.path.join(out, p)) > 0
   assert 'simulator' in r['videos']['left']  # The test model has no decoder.
   realized = [i['first_plan_realized_cost'] for i in r['instances']]
+  assert np.shape([i['first_plan'] for i in r['instances']]) == (
+      n, c.plan.horizon, c.frameskip * envs.load('wall').action_size)
   if r['protocol']['model'] == 'world_model':
     assert np.all(np.isfinite(realized)) and 'First plans, from the true start' in summary
   else:  # A plan through the simulator is scored as it is realized.

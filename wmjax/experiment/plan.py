@@ -246,10 +246,11 @@ def _evaluate(config, workdir, checkpoint, progress, mesh):
   k = int(success.sum())
   plan_nonfinite = np.asarray(ep.plan_nonfinite)  # (N, R) guarded steps or samples per plan.
   bad_plans = ~np.isfinite(np.asarray(ep.plan_costs))  # (N, R) plans without a finite cost.
+  first_plans = np.asarray(ep.plans)[:, 0]  # (N, H, frameskip * A) from the true starts.
   realized = None  # Through the simulator a plan's cost is already the realized one.
   if p.model == 'world_model':
     realized = realized_first_plan_costs(config, env, model, params, stats, proto, init, goal,
-                                         np.asarray(ep.plans)[:, 0])
+                                         first_plans)
   out_dir = os.path.join(workdir, layout.PLAN_DIR, protocol_lib.run_name(config))
   if primary:
     os.makedirs(out_dir, exist_ok=True)
@@ -291,6 +292,7 @@ def _evaluate(config, workdir, checkpoint, progress, mesh):
           'final_state': final_states[i].tolist(),
           'first_plan_cost': float(ep.plan_costs[i, 0]),
           'first_plan_realized_cost': None if realized is None else float(realized[i]),
+          'first_plan': first_plans[i].tolist(),  # (H, frameskip * A), normalised actions.
           'num_nonfinite': int(plan_nonfinite[i].sum()),
           'num_nonfinite_plans': int(bad_plans[i].sum()),
       } for i in range(n)],
