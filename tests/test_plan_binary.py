@@ -182,6 +182,9 @@ def test_rows_that_differ_only_in_parameters_share_one_program(workdir, monkeypa
   fresh = plan.evaluate(make_config(run_name='p5'), workdir, progress=False)
   assert reused['timing']['program_reused'] and not fresh['timing']['program_reused']
   assert finals(reused) == finals(fresh) and finals(reused) != finals(first)
+  realized = lambda r: [i['first_plan_realized_cost'] for i in r['instances']]
+  assert realized(reused) == realized(fresh) != realized(first)  # Its encoder's weights too.
+  assert sum(k[0] == 'realized' for k in plan._PROGRAMS) == 1  # One realized-cost function.
 
 
 def test_plan_binary_cem_mpc(workdir):

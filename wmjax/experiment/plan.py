@@ -44,7 +44,8 @@ from wmjax.training import integrity
 _DIFFERENTIABLE_SIMULATOR = {'pointmaze': dict(solver_iterations=1)}
 # Sub-streams of plan.seed.
 _PROBLEMS, _EPISODES = 0, 1
-# Compiled evaluation programs of this process (`_program`), most recently used last.
+# Compiled evaluation programs of this process (`_program`) and realized-cost functions
+# (`realized_first_plan_costs`), most recently used last.
 _PROGRAMS: collections.OrderedDict = collections.OrderedDict()
 _MAX_PROGRAMS = 8
 
@@ -118,12 +119,28 @@ def realized_first_plan_costs(config, env, model, params, stats, proto, init: np
 
   init, goal: (N, S) state vectors; plans: (N, H, frameskip * A) normalised first plans.
   """
-  problem = problems.simulator_problem(
-      env, stats, frameskip=int(config.frameskip), objective=proto.objective, alpha=proto.alpha,
-      base=proto.objective_base, latent_fn=problems.rendered_latent_fn(env, model, params))
-  one = lambda s0, g, a: problem.make_cost(problem.observe(s0), problem.observe(g))(a)
-  return np.asarray(jax.jit(jax.vmap(one))(jnp.asarray(init), jnp.asarray(goal),
-                                           jnp.asarray(plans)))
+  key = ('realized', config.task, repr(config.clip_actions), int(config.frameskip),
+         proto.objective, proto.alpha, proto.objective_base, model, _digest(stats))
+  if key not in _PROGRAMS:  # Parameters are an argument: the base, AWM and OWM rows share it.
+
+    def costs(params, init, goal, plans):
+      problem = problems.simulator_problem(
+          env, stats, frameskip=int(config.frameskip), objective=proto.objective,
+          alpha=proto.alpha, base=proto.objective_base,
+          latent_fn=problems.rendered_latent_fn(env, model, params))
+      one = lambda s0, g, a: problem.make_cost(problem.observe(s0), problem.observe(g))(a)
+      return jax.vmap(one)(init, goal, plans)
+
+    _PROGRAMS[key] = jax.jit(costs)
+  _PROGRAMS.move_to_end(key)
+  while len(_PROGRAMS) > _MAX_PROGRAMS:
+    _PROGRAMS.popitem(last=False)
+  return np.asarray(_PROGRAMS[key](params, jnp.asarray(init), jnp.asarray(goal),
+                                   jnp.asarray(plans)))
+
+
+def _digest(stats) -> tuple[str, ...]:
+  return tuple(integrity.leaf_digest(x)['sha256'] for x in jax.tree.leaves(stats))
 
 
 def _program(config, env, model, stats, proto, planner, mesh, args) -> tuple[Any, bool]:
@@ -138,10 +155,9 @@ def _program(config, env, model, stats, proto, planner, mesh, args) -> tuple[Any
   persistent cache took 1.3-4.5 s on 2 CPU cores and 8-9 s on an H200 per row.
   """
   used_model = model if (proto.model == 'world_model' or proto.simulator_cost == 'latent') else None
-  stats_digest = tuple(integrity.leaf_digest(x)['sha256'] for x in jax.tree.leaves(stats))
   key = (config.task, repr(config.clip_actions), int(config.frameskip), proto,
          json.dumps(config.plan[proto.planner].to_dict(), sort_keys=True, default=repr),
-         used_model, stats_digest, mesh, jax.tree.structure(args),
+         used_model, _digest(stats), mesh, jax.tree.structure(args),
          tuple((np.shape(x), str(getattr(x, 'dtype', type(x))), getattr(x, 'sharding', None))
                for x in jax.tree.leaves(args)),
          str(jax.config.jax_default_matmul_precision))
