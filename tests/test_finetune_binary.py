@@ -144,6 +144,7 @@ def test_pretrained_checkpoint_must_match(tmp_path, base_dir):
     ('predictor_lr', float('nan'), 'finetune.predictor_lr must be a finite number >= 0; got nan'),
     ('online.lr', float('inf'), 'finetune.online.lr must be a finite number'),
     ('pretrained_checkpoint', 'newest', "choose one of \\('latest', 'best'\\)"),
+    ('online.planner', 'ilqr', "finetune.online.planner='ilqr'; choose one of"),
 ])
 def test_bad_finetune_config_fails_at_startup(field, value, match):
   c = make_config('online' if field.startswith('online') else 'adversarial')
@@ -198,6 +199,23 @@ def test_damaged_pretrained_checkpoint_is_refused(tmp_path, base_dir):
                      match=f'(?s)pretrained checkpoint is damaged.*best/{step}/meta'):
     finetune.finetune(make_config(), workdir, progress=False)
   assert not os.listdir(os.path.join(workdir, 'finetune_adversarial', 'checkpoints'))
+
+
+def test_online_finetune_with_cem_plans(tmp_path, base_dir):
+  """OWM's buffer from another planner's plans (not the paper's): CEM with plan.cem's settings,
+  which then belong to the run's settings."""
+  workdir = fresh_workdir(tmp_path, base_dir, 'owm_cem')
+  c = make_config('online', steps=4, log_every=4, eval_every=4, checkpoint_every=4)
+  c.finetune.online.planner = 'cem'
+  finetune.finetune(c, workdir, progress=False)
+  records = training.read_metrics(os.path.join(workdir, 'finetune_online'))
+  assert [r['owm/buffer_size'] > 0 for r in records if r['split'] == 'train'] == [True]
+  c.finetune.steps = 8
+  c.plan.cem.num_samples = 32
+  with pytest.raises(ValueError, match=r'(?s)finetune.steps.*plan.cem.num_samples: checkpoint '
+                     r'has 16, this run 32'):
+    finetune.finetune(c, workdir, progress=False)
+  assert finetune.finetune_settings(make_config('online')) == finetune.FINETUNE_SETTINGS
 
 
 def test_finetune_resume_compares_settings_and_marks_done(tmp_path, base_dir):

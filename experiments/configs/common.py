@@ -344,8 +344,10 @@ def finetune_config(variant: str) -> ml_collections.ConfigDict:
   # OWM (section 4): every `every` batches, plan from dataset segments to a goal `goal_horizon`
   # model steps ahead with Adam (lr 0.3, history rollout, objective last), execute the plans in
   # the simulator and add the executed windows to a replay buffer trained on beside the data.
+  # planner: adam (the paper's, with lr and num_steps below) | gd | cem | mppi | gradcem (ours:
+  # that planner's plan.<planner> settings, for its own train-test gap).
   f.online = ml_collections.ConfigDict(dict(
-      every=v['owm_every'], num_segments=v['owm_segments'], goal_horizon=v['owm_horizons'][0],
+      planner='adam', every=v['owm_every'], num_segments=v['owm_segments'], goal_horizon=v['owm_horizons'][0],
       planner_horizon=v['owm_horizons'][1],
       lr=0.3, num_steps=v['owm_plan_steps'], objective='last', rollout='history',
       capacity=v['owm_capacity'],

@@ -34,6 +34,7 @@ from wmjax import training
 from wmjax.experiment import evaluation
 from wmjax.experiment import layout
 from wmjax.experiment import loop
+from wmjax.experiment import planners as planners_lib
 from wmjax.experiment import train as train_lib
 from wmjax.training import checkpoint as checkpoint_lib
 from wmjax.training import iterations
@@ -54,6 +55,14 @@ NONFINITE_HINT = ('Lower finetune.predictor_lr / finetune.encoder_lr (or the att
                   '--accept_changed_settings to resume from the last checkpoint).')
 # Sub-streams of the run seed, apart from those of pretraining.
 STREAMS = iterations.Streams(data=11, dropout=12, online=13)
+
+
+def finetune_settings(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """FINETUNE_SETTINGS, plus the settings of OWM's planner where it is not the paper's Adam
+  (which has its own in finetune.online)."""
+  o = config.finetune.online
+  other = config.finetune.method == 'online' and o.get('planner', 'adam') != 'adam'
+  return FINETUNE_SETTINGS + ((f'plan.{o.planner}',) if other else ())
 
 
 def out_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -93,6 +102,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       errors.append(f'finetune.adversarial: {e}')
   if f.method == 'online':
     o = f.online
+    if o.planner not in planners_lib.PLANNERS:
+      errors.append(f'finetune.online.planner={o.planner!r}; choose one of '
+                    f'{planners_lib.PLANNERS}')
     if int(o.goal_horizon) > int(o.planner_horizon):
       errors.append(f'finetune.online.goal_horizon={o.goal_horizon} is longer than the planner\'s '
                     f'horizon finetune.online.planner_horizon={o.planner_horizon}: the plan could '
@@ -144,9 +156,13 @@ def make_iteration(config, env, model, optimizer, stats, needs_pixels: bool,
                                             STREAMS, adversarial_config(config))
   o = f.online
   num_offline, num_online = online_split(config)
-  # Section 4 (OWM): the paper's planner, Adam.
-  planner = training.owm_planner(int(o.planner_horizon), int(config.frameskip) * env.action_size,
-                                 lr=float(o.lr), num_steps=int(o.num_steps))
+  action_size = int(config.frameskip) * env.action_size
+  if o.planner == 'adam':  # Section 4 (OWM): the paper's planner, with OWM's lr and steps.
+    planner = training.owm_planner(int(o.planner_horizon), action_size, lr=float(o.lr),
+                                   num_steps=int(o.num_steps))
+  else:  # Not the paper's: another planner's data, with its `plan.<planner>` settings.
+    planner = planners_lib.make_planner(o.planner, config.plan[o.planner],
+                                        horizon=int(o.planner_horizon), action_size=action_size)
   return iterations.online_iteration(
       model, optimizer, windows, STREAMS, stats=stats, planner=planner, num_offline=num_offline,
       num_online=num_online, capacity=int(o.capacity), num_segments=int(o.num_segments),
@@ -196,7 +212,7 @@ def _finetune(config, workdir, progress, mesh, accept_changed_settings):
   t_start = time.perf_counter()
   try:
     start = training.start_or_resume(ckpt, make_state, meta, config, target_args=(target_params,),
-                                     settings=FINETUNE_SETTINGS,
+                                     settings=finetune_settings(config),
                                      accept_changed_settings=accept_changed_settings)
   except BaseException:
     ckpt.close()
