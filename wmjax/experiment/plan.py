@@ -120,7 +120,7 @@ def realized_first_plan_costs(config, env, model, params, stats, proto, init: np
   init, goal: (N, S) state vectors; plans: (N, H, frameskip * A) normalised first plans.
   """
   key = ('realized', config.task, repr(config.clip_actions), int(config.frameskip),
-         proto.objective, proto.alpha, proto.objective_base, model, _digest(stats))
+         proto.objective, proto.alpha, proto.objective_base, model, _stats_digest(stats))
   if key not in _PROGRAMS:  # Parameters are an argument: the base, AWM and OWM rows share it.
 
     def costs(params, init, goal, plans):
@@ -139,7 +139,7 @@ def realized_first_plan_costs(config, env, model, params, stats, proto, init: np
                                    jnp.asarray(plans)))
 
 
-def _digest(stats) -> tuple[str, ...]:
+def _stats_digest(stats) -> tuple[str, ...]:
   return tuple(integrity.leaf_digest(x)['sha256'] for x in jax.tree.leaves(stats))
 
 
@@ -157,7 +157,7 @@ def _program(config, env, model, stats, proto, planner, mesh, args) -> tuple[Any
   used_model = model if (proto.model == 'world_model' or proto.simulator_cost == 'latent') else None
   key = (config.task, repr(config.clip_actions), int(config.frameskip), proto,
          json.dumps(config.plan[proto.planner].to_dict(), sort_keys=True, default=repr),
-         used_model, _digest(stats), mesh, jax.tree.structure(args),
+         used_model, _stats_digest(stats), mesh, jax.tree.structure(args),
          tuple((np.shape(x), str(getattr(x, 'dtype', type(x))), getattr(x, 'sharding', None))
                for x in jax.tree.leaves(args)),
          str(jax.config.jax_default_matmul_precision))
