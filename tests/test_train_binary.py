@@ -218,11 +218,16 @@ def test_conv_encoder_is_pretrained_once_and_kept(tmp_path, dataset_dir, capsys,
   workdir = fresh_workdir(tmp_path, dataset_dir, 'conv')
   c = conv_config()
   resume_file = os.path.join(workdir, layout.WORLD_MODEL_DIR, pretrain_lib.RESUME_FILE)
+  closed = []
   with monkeypatch.context() as m:  # Stopped after pretraining step 3 of 3; saved at step 2.
     m.setattr(pretrain_lib.tqdm, 'tqdm', fakes.interrupting_bar(3))
+    close = training.Checkpointer.close
+    m.setattr(training.Checkpointer, 'close', lambda self: (closed.append(self.directory),
+                                                            close(self))[1])
     with pytest.raises(fakes.Interrupted):
       train_lib.train_and_evaluate(c, workdir, progress=False)
   assert os.path.exists(resume_file)
+  assert closed == [os.path.join(workdir, layout.WORLD_MODEL_DIR)]  # Closed on the way out.
   summary = train_lib.train_and_evaluate(c, workdir, progress=False)
   out = capsys.readouterr().out
   assert 'Pretraining the conv encoder' in out

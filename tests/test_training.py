@@ -413,3 +413,13 @@ def test_setting_added_since_the_checkpoint_matches_only_when_off():
     config = ml_collections.ConfigDict({'train': {'steps': 10, 'init_from': on}})
     assert training.check_settings(stored, config, keys=('train',), accept=True) == [
         f"train.init_from: checkpoint has '<missing>', this run {on!r}"]
+
+
+def test_setting_added_with_a_default_matches_what_older_runs_did():
+  stored = {'config': {'finetune': {'online': {'lr': 0.1}}}}  # Before online.planner existed.
+  keys = ('finetune',)
+  adam = ml_collections.ConfigDict({'finetune': {'online': {'lr': 0.1, 'planner': 'adam'}}})
+  assert training.check_settings(stored, adam, keys=keys) == []  # What OWM planned with then.
+  cem = ml_collections.ConfigDict({'finetune': {'online': {'lr': 0.1, 'planner': 'cem'}}})
+  assert training.check_settings(stored, cem, keys=keys, accept=True) == [
+      "finetune.online.planner: checkpoint has '<missing>', this run 'cem'"]

@@ -17,6 +17,7 @@ Killed and restarted in the same workdir, the run resumes from its latest checkp
 data, dropout, attack and planning keys are functions of (seed, step) only.
 """
 
+import contextlib
 import copy
 import os
 import time
@@ -181,12 +182,13 @@ def finetune(config: ml_collections.ConfigDict, workdir: str, progress: bool = T
   (`wmjax.checks.NonFiniteError`) before anything non-finite is saved.
   """
   check_config(config)
-  with io.workdir_lock(workdir, f'finetune ({config.finetune.method})',
-                       enabled=distributed.is_primary()):
-    return _finetune(config, workdir, progress, mesh, accept_changed_settings)
+  with (io.workdir_lock(workdir, f'finetune ({config.finetune.method})',
+                        enabled=distributed.is_primary()),
+        contextlib.ExitStack() as closing):  # Closes the checkpointer and writer on any exit.
+    return _finetune(config, workdir, progress, mesh, accept_changed_settings, closing)
 
 
-def _finetune(config, workdir, progress, mesh, accept_changed_settings):
+def _finetune(config, workdir, progress, mesh, accept_changed_settings, closing):
   f = config.finetune
   mesh, env, ds, train, val, model_kwargs, model, meta = layout.model_inputs(
       config, workdir, f.batch_size, 'finetune.batch_size', mesh)
@@ -208,20 +210,17 @@ def _finetune(config, workdir, progress, mesh, accept_changed_settings):
     return training.create_train_state(params, optimizer,
                                        extra=iteration.init_extra(params, train, root))
 
-  ckpt = training.Checkpointer(directory, keep=int(config.train.keep))
+  ckpt = closing.enter_context(training.Checkpointer(directory, keep=int(config.train.keep)))
   t_start = time.perf_counter()
-  try:
-    start = training.start_or_resume(ckpt, make_state, meta, config, target_args=(target_params,),
-                                     settings=finetune_settings(config),
-                                     accept_changed_settings=accept_changed_settings)
-  except BaseException:
-    ckpt.close()
-    raise
+  start = training.start_or_resume(ckpt, make_state, meta, config, target_args=(target_params,),
+                                   settings=finetune_settings(config),
+                                   accept_changed_settings=accept_changed_settings)
   resumed_from = start.step
   meta['run_id'] = start.run_id  # Tells this run's saves (best/ included) from another's.
   if primary:
     io.clear_done(directory)  # Written again last, when this run has finished.
-  writer = training.MetricWriter(directory) if primary else loop.NullWriter()
+  writer = (closing.enter_context(training.MetricWriter(directory)) if primary
+            else loop.NullWriter())
   if resumed_from is not None:
     state, stored = start.state, start.meta
     base_info = stored.get('pretrained')

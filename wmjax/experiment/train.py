@@ -13,6 +13,7 @@ dropout keys are functions of (seed, step) only. An interrupted encoder pretrain
 (`wmjax.training.pretrain`, `RESUME_FILE` in `<workdir>/world_model/`).
 """
 
+import contextlib
 import os
 import time
 from typing import Any
@@ -208,11 +209,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   non-finite loss or gradient, before anything non-finite is saved.
   """
   check_config(config)
-  with io.workdir_lock(workdir, 'train_world_model', enabled=distributed.is_primary()):
-    return _train_and_evaluate(config, workdir, progress, mesh, accept_changed_settings)
+  with (io.workdir_lock(workdir, 'train_world_model', enabled=distributed.is_primary()),
+        contextlib.ExitStack() as closing):  # Closes the checkpointer and writer on any exit.
+    return _train_and_evaluate(config, workdir, progress, mesh, accept_changed_settings, closing)
 
 
-def _train_and_evaluate(config, workdir, progress, mesh, accept_changed_settings):
+def _train_and_evaluate(config, workdir, progress, mesh, accept_changed_settings, closing):
   t = config.train
   mesh, env, ds, train, val, model_kwargs, model, meta = layout.model_inputs(
       config, workdir, t.batch_size, 'train.batch_size', mesh)
@@ -232,19 +234,15 @@ def _train_and_evaluate(config, workdir, progress, mesh, accept_changed_settings
     params = model.init(jax.random.fold_in(root, _INIT), obs, encoder_params=encoder_params)
     return training.create_train_state(params, optimizer)
 
-  ckpt = training.Checkpointer(os.path.join(out_dir), keep=int(t.keep))
+  ckpt = closing.enter_context(training.Checkpointer(out_dir, keep=int(t.keep)))
   t_start = time.perf_counter()
-  try:
-    start = training.start_or_resume(ckpt, init_state, meta, config,
-                                     accept_changed_settings=accept_changed_settings)
-  except BaseException:
-    ckpt.close()
-    raise
+  start = training.start_or_resume(ckpt, init_state, meta, config,
+                                   accept_changed_settings=accept_changed_settings)
   resumed_from = start.step
   meta['run_id'] = start.run_id  # Tells this run's saves (best/ included) from another's.
   if primary:
     io.clear_done(out_dir)  # Written again last, when this run has finished.
-  writer = training.MetricWriter(out_dir) if primary else loop.NullWriter()
+  writer = closing.enter_context(training.MetricWriter(out_dir)) if primary else loop.NullWriter()
   pretrain_summary = initial = None
   if resumed_from is not None:
     state, stored = start.state, start.meta

@@ -59,6 +59,9 @@ COMPARED_META = ('task', 'model_config', 'dataset_fingerprint')
 # Config entries that determine what training computes (beside the model config, compared by
 # COMPARED_META): a resumed run must have the same ones, or say it accepts the change.
 TRAINING_SETTINGS = ('seed', 'frameskip', 'num_hist', 'image_size', 'data', 'train')
+# Settings added after checkpoints were written, whose default is not off: the value that runs
+# written without the field behaved as (a checkpoint lacking it matches this value too).
+ADDED_SETTINGS = {'finetune.online.planner': 'adam'}
 
 
 def _jsonable(x: Any) -> Any:
@@ -147,8 +150,8 @@ def _dict_diff(a: Any, b: Any, prefix: str = '', missing_is_off: bool = False) -
                         f'{prefix}.{k}' if prefix else k, missing_is_off)
     return out
   off = b is None or b is False or b == '' or (isinstance(b, (int, float)) and b == 0)
-  if missing_is_off and a == _MISSING and off:
-    return []  # A setting added since the checkpoint was written, left off.
+  if missing_is_off and a == _MISSING and (off or ADDED_SETTINGS.get(prefix, _MISSING) == b):
+    return []  # A setting added since the checkpoint was written, left off (or as it behaved).
   return [] if a == b else [f'{prefix}: checkpoint has {a!r}, expected {b!r}']
 
 
@@ -186,7 +189,7 @@ def settings_diff(stored_config: Mapping[str, Any], config: Any,
   """'<field>: checkpoint has X, this run Y' for every config field under `keys` (dotted paths
   allowed, e.g. 'plan.alpha') that differs between a checkpoint's stored config and `config`.
   A field the checkpoint lacks (added since it was written) matches this run's when that is off
-  ('', None, False or 0)."""
+  ('', None, False or 0) or the value runs without it behaved as (`ADDED_SETTINGS`)."""
   current = config_to_dict(config)
   diffs = []
   for key in keys:
@@ -249,6 +252,8 @@ class Checkpointer:
   def _manager(self, which: str) -> ocp.CheckpointManager:
     if which not in WHICH:
       raise ValueError(f'Unknown checkpoint kind {which!r}; choose one of {WHICH}.')
+    if not self._managers:
+      raise ValueError(f'The checkpointer of {self.directory} is closed.')
     return self._managers[which]
 
   def steps(self, which: str = 'latest') -> list[int]:
@@ -456,8 +461,17 @@ class Checkpointer:
         mngr.wait_until_finished()
 
   def close(self) -> None:
-    for mngr in self._managers.values():
+    """Finishes pending saves and releases the managers; later calls do nothing."""
+    managers, self._managers = self._managers, {}
+    for mngr in managers.values():
       mngr.close()
+
+  def __enter__(self) -> 'Checkpointer':
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    """Closes: a run stopped by an exception still finishes the saves it started."""
+    self.close()
 
 
 def resolve_checkpoint_dir(path: str) -> str:

@@ -68,6 +68,12 @@ class MetricWriter:
       self._tb.close()
       self._tb = None
 
+  def __enter__(self) -> 'MetricWriter':
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
+
 
 def read_metrics(path: str) -> list[dict[str, Any]]:
   """All records of a metrics.jsonl file (a directory holding one is accepted)."""
