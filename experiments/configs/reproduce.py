@@ -2,7 +2,7 @@
 
 Scales:
   test   seconds; the CI smoke run (task `test` configs, tiny grid).
-  quick  one task (wall) at reduced `cpu` sizes, about 15 minutes on 2 CPU cores: the README's
+  quick  one task (wall) at reduced `cpu` sizes, about 21 minutes on 2 idle CPU cores: the README's
          main command (base, AWM and OWM models; Adam and CEM under MPC, the CEM simulator
          ceiling and a half-budget sweep point; 20 problems).
   cpu    the three tasks at their `cpu` configs: the grid of PAPER.md section 6 plus MPPI,
