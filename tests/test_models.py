@@ -161,7 +161,8 @@ def test_predictor_cache_extends_a_window_frame_by_frame():
   pred = predictor_lib.Predictor(num_frames=3, **TINY_PREDICTOR)
   tokens = _tokens((2, 3, 4, 20))
   params = pred.init(jax.random.key(0), tokens)
-  full = pred.apply(params, tokens)
+  apply = jax.jit(pred.apply)  # Jitted: one program per check (kept in the tests' cache).
+  full = apply(params, tokens)
 
   def by_frame(p, x):
     cache, outs = (), []
@@ -170,17 +171,18 @@ def test_predictor_cache_extends_a_window_frame_by_frame():
       outs.append(out)
     return jnp.concatenate(outs, axis=-3)
 
-  np.testing.assert_allclose(by_frame(params, tokens), full, atol=1e-5)
-  np.testing.assert_allclose(jax.vmap(by_frame, (None, 0))(params, tokens), full, atol=1e-5)
-  grad = lambda f: jax.grad(lambda x: jnp.sum(jnp.sin(f(params, x))))(tokens)
+  np.testing.assert_allclose(jax.jit(by_frame)(params, tokens), full, atol=1e-5)
+  np.testing.assert_allclose(jax.jit(jax.vmap(by_frame, (None, 0)))(params, tokens), full,
+                             atol=1e-5)
+  grad = lambda f: jax.jit(jax.grad(lambda x: jnp.sum(jnp.sin(f(params, x)))))(tokens)
   np.testing.assert_allclose(grad(by_frame), grad(pred.apply), atol=1e-5)
   with pytest.raises(ValueError, match='one frame'):
-    pred.apply(params, tokens, cache=())
-  _, cache = pred.apply(params, tokens[:, :1], cache=())
+    apply(params, tokens, cache=())
+  _, cache = apply(params, tokens[:, :1], cache=())
   for t in (1, 2):
-    _, cache = pred.apply(params, tokens[:, t:t + 1], cache=cache)
+    _, cache = apply(params, tokens[:, t:t + 1], cache=cache)
   with pytest.raises(ValueError, match='> num_hist=3'):
-    pred.apply(params, tokens[:, :1], cache=cache)
+    apply(params, tokens[:, :1], cache=cache)
 
 
 def test_predictor_last_frame_only_is_the_windows_last_output():
@@ -190,13 +192,14 @@ def test_predictor_last_frame_only_is_the_windows_last_output():
   tokens = _tokens((2, 3, 4, 20))
   params = pred.init(jax.random.key(0), tokens)
   last = lambda p, x: pred.apply(p, x, last_frame_only=True)
-  full = pred.apply(params, tokens)
-  assert last(params, tokens).shape == (2, 1, 4, 20)
-  np.testing.assert_allclose(last(params, tokens), full[:, -1:], atol=1e-5)
-  np.testing.assert_allclose(jax.vmap(last, (None, 0))(params, tokens), full[:, -1:], atol=1e-5)
-  grad = lambda f: jax.grad(lambda x: jnp.sum(jnp.sin(f(params, x)[:, -1])))(tokens)
+  full = jax.jit(pred.apply)(params, tokens)  # Jitted: one program per check, not op by op.
+  assert jax.jit(last)(params, tokens).shape == (2, 1, 4, 20)
+  np.testing.assert_allclose(jax.jit(last)(params, tokens), full[:, -1:], atol=1e-5)
+  np.testing.assert_allclose(jax.jit(jax.vmap(last, (None, 0)))(params, tokens), full[:, -1:],
+                             atol=1e-5)
+  grad = lambda f: jax.jit(jax.grad(lambda x: jnp.sum(jnp.sin(f(params, x)[:, -1]))))(tokens)
   np.testing.assert_allclose(grad(last), grad(pred.apply), atol=1e-5)
-  np.testing.assert_allclose(last(params, tokens[:, :1]), full[:, :1], atol=1e-5)
+  np.testing.assert_allclose(jax.jit(last)(params, tokens[:, :1]), full[:, :1], atol=1e-5)
   with pytest.raises(ValueError, match='last_frame_only'):
     pred.apply(params, tokens[:, :1], cache=(), last_frame_only=True)
 
@@ -312,12 +315,13 @@ def test_feature_weights_weigh_the_readouts_squared_errors():
   module, head = conv.conv_autoencoder_from_config(CONV), pretrain.StateHead(2)
   k1, k2 = jax.random.split(jax.random.key(0))
   params = {'autoencoder': module.init(k1, imgs[:1], method='autoencode')['params']}
-  tokens = module.apply({'params': params['autoencoder']}, imgs)
+  tokens = jax.jit(module.apply)({'params': params['autoencoder']}, imgs)
   params['head'] = head.init(k2, tokens)['params']
   params['head'] = jax.tree.map(lambda x: x + 0.01, params['head'])  # Not the zero readout.
   states = jnp.asarray(pretrain.normalise_states(pos))
-  sq = np.asarray(jnp.square(head.apply({'params': params['head']}, tokens) - states))
-  loss = lambda w: pretrain.pretraining_loss(module, head, params, imgs, states, 0.5, 2.0, w)
+  sq = np.asarray(jnp.square(jax.jit(head.apply)({'params': params['head']}, tokens) - states))
+  loss = jax.jit(lambda w: pretrain.pretraining_loss(module, head, params, imgs, states, 0.5, 2.0,
+                                                     w))  # One program per weighting, not op by op.
   recon, metrics = loss(jnp.zeros(2))
   np.testing.assert_allclose(recon, metrics['reconstruction_loss'], rtol=1e-6)
   np.testing.assert_allclose(metrics['state_mse'], sq.mean(), rtol=1e-5)  # Reported unweighted.

@@ -83,12 +83,20 @@ def test_readout_term_adds_the_probe_error_of_the_prediction(identity_setup):
   batch = toy_batch(jax.random.key(3))
   matrix = jax.random.normal(jax.random.key(4), (S, 2))  # Identity encoder: one token of S.
   readout = training.losses.Readout(matrix, jnp.array([1.0, 3.0]), 0.5)
-  plain = training.teacher_forcing_loss(model, deterministic=True)
-  with_readout = training.teacher_forcing_loss(model, deterministic=True, readout=readout)
+  # Jitted: one program per check (kept in the tests' compilation cache), not op by op.
+  plain = jax.jit(training.teacher_forcing_loss(model, deterministic=True))
+  with_readout = jax.jit(training.teacher_forcing_loss(model, deterministic=True,
+                                                       readout=readout))
   loss0, m0 = plain(state.params, state.frozen, batch, jax.random.key(0))
   loss, m = with_readout(state.params, state.frozen, batch, jax.random.key(0))
-  inputs, targets = training.encode_window(model, state.params, state.frozen, batch)
-  pred = model.predict_embedded(state.params, inputs.visual, inputs.proprio, inputs.actions)
+
+  @jax.jit
+  def predict(params, frozen, batch):
+    inputs, targets = training.encode_window(model, params, frozen, batch)
+    pred = model.predict_embedded(params, inputs.visual, inputs.proprio, inputs.actions)
+    return pred, targets
+
+  pred, targets = predict(state.params, state.frozen, batch)
   diff = (pred['visual'] - targets.visual).reshape(B, NUM_HIST, -1) @ matrix
   per_feature = jnp.mean(jnp.square(diff), axis=(0, 1))
   expected = (per_feature[0] + 3.0 * per_feature[1]) / 4.0
@@ -97,7 +105,7 @@ def test_readout_term_adds_the_probe_error_of_the_prediction(identity_setup):
   np.testing.assert_allclose(loss, loss0 + 0.5 * expected, rtol=1e-5)
   assert float(m['readout_mse']) > 0 and 'readout_mse' not in m0
   # The term reaches the predictor's gradient.
-  grad = lambda fn: jax.grad(lambda p: fn(p, state.frozen, batch, jax.random.key(0))[0])(
+  grad = lambda fn: jax.jit(jax.grad(lambda p: fn(p, state.frozen, batch, jax.random.key(0))[0]))(
       state.params)
   g0, g = grad(plain), grad(with_readout)
   assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g)))
