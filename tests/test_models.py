@@ -129,7 +129,7 @@ def test_rollouts_match_python_loops(setup):
   wm, params, z, _ = setup
   z0 = jax.tree.map(lambda x: x[0], z)
   actions = jnp.asarray(np.random.default_rng(2).normal(size=(5, A)), jnp.float32)
-  predict = jax.jit(wm.predict)
+  predict, predict_next = jax.jit(wm.predict), jax.jit(wm.predict_next)
   # Markov: z_{t+1} = predictor([z_t | a_t]) on one frame.
   frames = [z0]
   for t in range(5):
@@ -146,7 +146,7 @@ def test_rollouts_match_python_loops(setup):
     pred = predict(params, window, actions[lo:t + 1])
     frames.append(jax.tree.map(lambda x: x[-1], pred))
     jax.tree.map(functools.partial(np.testing.assert_allclose, atol=1e-5), frames[-1],
-                 wm.predict_next(params, window, actions[lo:t + 1]))
+                 predict_next(params, window, actions[lo:t + 1]))
   got = jax.jit(lambda p, z0, a: wm.rollout(p, z0, a, mode='history'))(params, z0, actions)
   for k in ('visual', 'proprio'):
     np.testing.assert_allclose(got[k], np.stack([f[k] for f in frames]), atol=1e-5)
