@@ -2,7 +2,7 @@
 
 Host-side helpers that return what is wrong (paths, field names) so callers can raise one error
 naming every problem; `NonFiniteError` is what training and planning raise when a run produced a
-non-finite value it cannot recover from.
+non-finite value it cannot recover from, and `ConfigError` what the stages' config checks raise.
 """
 
 import math
@@ -14,6 +14,11 @@ import numpy as np
 
 class NonFiniteError(FloatingPointError):
   """A run produced NaN or infinite values (loss, gradients, parameters, plans)."""
+
+
+class ConfigError(ValueError):
+  """A config with invalid or contradictory values, found before any work: the message names
+  every problem and the choices. The binaries report it without a traceback."""
 
 
 def nonfinite_leaves(tree: Any, limit: int | None = None) -> list[str]:

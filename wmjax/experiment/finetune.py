@@ -129,7 +129,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                       f'{o.online_fraction} leaves {num_offline} offline and {num_online} buffer '
                       'windows per batch; both must be >= 1')
   if errors:
-    raise ValueError('Invalid finetune config:\n  ' + '\n  '.join(errors))
+    raise checks.ConfigError('Invalid finetune config:\n  ' + '\n  '.join(errors))
 
 
 def finetune_train_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

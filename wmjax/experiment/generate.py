@@ -32,7 +32,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   errors += checks.config_problems(
       config, {'data.val_fraction': {'low': 0, 'high': 1, 'high_open': True}})
   if errors:
-    raise ValueError('Invalid data config:\n  ' + '\n  '.join(errors))
+    raise checks.ConfigError('Invalid data config:\n  ' + '\n  '.join(errors))
 
 
 def task_summary(env: Any, states: np.ndarray) -> dict[str, float]:

@@ -155,7 +155,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     errors.append(f'plan.mppi.min_std={p.mppi.min_std} must be <= plan.mppi.max_std='
                   f'{p.mppi.max_std}')
   if errors:
-    raise ValueError('Invalid plan config:\n  ' + '\n  '.join(errors))
+    raise checks.ConfigError('Invalid plan config:\n  ' + '\n  '.join(errors))
 
 
 def problem_indices(p: ml_collections.ConfigDict) -> tuple[int, ...]:

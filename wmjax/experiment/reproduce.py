@@ -26,6 +26,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from wmjax import checks
 from wmjax import data as data_lib
 from wmjax import envs
 from wmjax import io
@@ -127,7 +128,7 @@ def check_config(rc: ml_collections.ConfigDict) -> None:
     if any(not float(f) > 0 for f in factors):
       errors.append(f'sweep[{name!r}] factors must be > 0; got {tuple(factors)}')
   if errors:
-    raise ValueError('Invalid reproduce config:\n  ' + '\n  '.join(errors))
+    raise checks.ConfigError('Invalid reproduce config:\n  ' + '\n  '.join(errors))
   # Patterns may name any task (a run restricted to some tasks keeps the others' patterns).
   every = [f'{task}/{r["name"]}' for task in envs.ALL_ENVS
            for r in rows(rc, task, skip=False)]
@@ -137,7 +138,7 @@ def check_config(rc: ml_collections.ConfigDict) -> None:
         errors.append(f'{field}: pattern {pattern!r} matches no row (rows are '
                       f'<task>/<model>/<planner>_<mode>[_x<factor>][_bounded], e.g. {every[0]})')
   if errors:
-    raise ValueError('Invalid reproduce config:\n  ' + '\n  '.join(errors))
+    raise checks.ConfigError('Invalid reproduce config:\n  ' + '\n  '.join(errors))
 
 
 def row_config(c: ml_collections.ConfigDict, row: dict[str, Any]) -> ml_collections.ConfigDict:

@@ -142,7 +142,7 @@ def check_config(config: ml_collections.ConfigDict,
                   f'{config.probe.test_frames}')
   errors += checks.config_problems(config, TRAIN_RANGES if ranges is None else ranges)
   if errors:
-    raise ValueError('Invalid config:\n  ' + '\n  '.join(errors))
+    raise checks.ConfigError('Invalid config:\n  ' + '\n  '.join(errors))
 
 
 def pretrain_encoder(config, env, train: data_lib.WindowArrays, model_kwargs, progress: bool,
