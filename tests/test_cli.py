@@ -43,17 +43,24 @@ def test_mistakes_are_one_line(args, message):
 @pytest.mark.parametrize('script,args,message', [
     ('reproduce.py', ['--config', 'experiments/configs/reproduce.py:test',
                       "--config.tasks=('walls',)"],
-     "tasks: unknown task 'walls'; choose from ('pusht', 'pointmaze', 'wall')"),
+     "Invalid reproduce config:\n  tasks: unknown task 'walls'; choose from ('pusht', "
+     "'pointmaze', 'wall')"),
     ('train_world_model.py', ['--config', 'experiments/configs/wall.py:test',
-                              '--config.train.steps=-3'], 'train.steps'),
+                              '--config.train.steps=-3'],
+     'Invalid config:\n  train.steps must be >= 0; got -3'),
+    ('train_world_model.py', ['--config', 'experiments/configs/wall.py:test'],
+     'No dataset at {workdir}/dataset. Generate it first:\n  python experiments/generate_data.py '
+     '--config experiments/configs/wall.py:test --workdir {workdir}'),
+    ('plan.py', ['--config', 'experiments/configs/wall.py:test'],
+     'No world model at {workdir}/world_model. Train one first:'),
 ])
-def test_invalid_config_values_are_reported_without_a_traceback(tmp_path, script, args, message):
+def test_what_a_stage_refuses_is_reported_without_a_traceback(tmp_path, script, args, message):
   workdir = tmp_path / 'run'
   out = _run([sys.executable, f'experiments/{script}', *args, '--workdir', str(workdir)])
   assert out.returncode == 1, out.stderr
-  assert out.stderr.startswith(f'{script}: error: Invalid ') and message in out.stderr, out.stderr
+  assert out.stderr.startswith(f'{script}: error: '), out.stderr
+  assert message.format(workdir=workdir) in out.stderr, out.stderr
   assert 'Traceback' not in out.stderr
-  assert not workdir.exists()  # Refused before any work.
 
 
 def test_help_exits_0_and_lists_config_fields_with_defaults_and_comments():

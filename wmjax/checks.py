@@ -11,12 +11,14 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from wmjax import io
+
 
 class NonFiniteError(FloatingPointError):
   """A run produced NaN or infinite values (loss, gradients, parameters, plans)."""
 
 
-class ConfigError(ValueError):
+class ConfigError(io.InputError, ValueError):
   """A config with invalid or contradictory values, found before any work: the message names
   every problem and the choices. The binaries report it without a traceback."""
 

@@ -41,11 +41,22 @@ _TMP_RE = re.compile(r'^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)-(?P<hex>[0-9a-f
                      r'(?P<ext>\.[A-Za-z0-9]{1,8})?$')
 
 
-class CorruptFileError(ValueError):
+class InputError(Exception):
+  """A mistake in what a run was given, for its user to fix: an input that is missing, damaged
+  or locked, or a config a stage's check refuses. The message says what and what to do; the
+  binaries print it without a traceback. Each subclass is also the builtin error it refines."""
+
+
+class MissingInputError(InputError, FileNotFoundError):
+  """A dataset, checkpoint or result a stage needs is not there (the message names the command
+  that makes it)."""
+
+
+class CorruptFileError(InputError, ValueError):
   """A file exists but cannot be parsed (truncated, edited, bit-flipped)."""
 
 
-class WorkdirLockedError(RuntimeError):
+class WorkdirLockedError(InputError, RuntimeError):
   """Another live process holds the workdir lock."""
 
 

@@ -297,11 +297,11 @@ def read_meta(path: str, task: str | None = None) -> dict[str, Any]:
     raise ValueError(f'{path} is an unfinished temporary directory of a dataset writer, '
                      'not a dataset.')
   if not os.path.isdir(path):
-    raise FileNotFoundError(f'No dataset directory at {path}; create one with '
-                            'experiments/generate_data.py.')
+    raise io.MissingInputError(f'No dataset directory at {path}; create one with '
+                               'experiments/generate_data.py.')
   meta_path = os.path.join(path, META_FILE)
   if not os.path.isfile(meta_path):
-    raise FileNotFoundError(f'{path} is not a complete dataset: {META_FILE} is missing.')
+    raise io.MissingInputError(f'{path} is not a complete dataset: {META_FILE} is missing.')
   try:
     with open(meta_path) as f:
       meta = json.load(f)
@@ -370,7 +370,7 @@ def load_dataset(path: str, task: str | None = None,
   meta = read_meta(path, task=task)
   arrays_path = os.path.join(path, ARRAYS_FILE)
   if not os.path.isfile(arrays_path):
-    raise FileNotFoundError(f'{path} is not a complete dataset: {ARRAYS_FILE} is missing.')
+    raise io.MissingInputError(f'{path} is not a complete dataset: {ARRAYS_FILE} is missing.')
   if verify:
     digest = io.sha256_file(arrays_path)
     if digest != meta['arrays_sha256']:

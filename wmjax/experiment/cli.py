@@ -9,9 +9,10 @@ wrong and answers in one line (exit status 1) instead of a traceback:
   * an unknown variant (`:cpux`), with the variants;
   * an override of a field the config lacks (`--config.train.stepz=5`), with the closest field.
 
-Values a stage's config check refuses (`wmjax.checks.ConfigError`: an unknown task or planner, a
-value out of range, settings that contradict each other) are reported the same way, with every
-problem the check found, one per line.
+What a stage refuses once it runs (`wmjax.io.InputError`: config values its check rejects, e.g.
+an unknown task or planner, a value out of range, settings that contradict each other; a missing
+dataset or checkpoint, with the command that makes it; a damaged file; a workdir another process
+holds) is reported the same way: the message, no traceback, exit status 1.
 
 `--config` also takes a config shipped with wmjax by name, so the installed binaries work outside
 a checkout: `--config wall:cpu` or `--config wall.py:cpu` (a path that exists always wins).
@@ -201,12 +202,12 @@ def run(main: Callable[..., Any], define_flags: Callable[[], tuple], *,
         distributed: bool = False) -> None:
   """Defines the binary's flags, checks the command line (`preflight`) and runs `main` under
   absl: `main(argv, *flag_holders[, distributed_flags=...])`; a `CommandLineError` from `main`
-  exits with status 1 and one line, a `wmjax.checks.ConfigError` (a stage's config check) with
-  status 1 and its message, each without a traceback."""
+  exits with status 1 and one line, a `wmjax.io.InputError` (a refused config, a missing,
+  damaged or locked input) with status 1 and its message, each without a traceback."""
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from wmjax import checks  # pylint: disable=g-import-not-at-top
   from wmjax import distributed as distributed_lib  # pylint: disable=g-import-not-at-top
+  from wmjax import io  # pylint: disable=g-import-not-at-top
   holders = define_flags()
   distributed_flags = distributed_lib.define_flags() if distributed else None
   module = sys.modules[main.__module__]
@@ -222,7 +223,7 @@ def run(main: Callable[..., Any], define_flags: Callable[[], tuple], *,
   def guarded(args):  # Mistakes `main` finds are reported without a traceback too.
     try:
       return main(args, *holders, **kwargs)
-    except (CommandLineError, checks.ConfigError) as e:
+    except (CommandLineError, io.InputError) as e:
       print(f'{prog}: error: {e}', file=sys.stderr)
       raise SystemExit(1) from None
 

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from wmjax import io
 from wmjax.experiment import plan_report
 
 _REQUIRED = ('task', 'num_instances', 'num_success', 'protocol', 'timing', 'instances')
@@ -61,8 +62,9 @@ def load(label: str, path: str) -> Row:
   """
   file = os.path.join(path, 'results.json') if os.path.isdir(path) else path
   if not os.path.isfile(file):
-    raise FileNotFoundError(f'Row {label!r}: no results.json at {path!r} (give a results.json of '
-                            'experiments/plan.py or the run directory that holds it).')
+    raise io.MissingInputError(f'Row {label!r}: no results.json at {path!r} (give a '
+                               'results.json of experiments/plan.py or the run directory that '
+                               'holds it).')
   try:
     with open(file) as f:
       r = json.load(f)

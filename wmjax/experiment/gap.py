@@ -46,8 +46,8 @@ def find_models(workdir: str) -> list[tuple[str, str]]:
   """[(name, checkpoint dir)]: 'base' first, then each finetuned model present."""
   base = os.path.join(workdir, layout.WORLD_MODEL_DIR)
   if not os.path.isdir(base):
-    raise FileNotFoundError(f'No base world model at {base}; train one first with '
-                            'experiments/train_world_model.py.')
+    raise io.MissingInputError(f'No base world model at {base}; train one first with '
+                               'experiments/train_world_model.py.')
   found = [('base', base)]
   for method in finetune_lib.METHODS:
     path = layout.finetune_dir(workdir, method)

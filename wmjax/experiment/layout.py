@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from wmjax import data as data_lib
+from wmjax import io
 from wmjax import parallel
 from wmjax import training
 from wmjax.training import checkpoint as checkpoint_lib
@@ -44,7 +45,7 @@ def load_data(config: ml_collections.ConfigDict, workdir: str, env: Any):
   """Loads and checks `<workdir>/dataset`; returns (dataset, train arrays, val arrays or None)."""
   path = os.path.join(workdir, DATASET_DIR)
   if not os.path.isdir(path):
-    raise FileNotFoundError(
+    raise io.MissingInputError(
         f'No dataset at {path}. Generate it first:\n  python experiments/generate_data.py '
         f'--config experiments/configs/{config.task}.py:{config.variant} --workdir {workdir}')
   ds = data_lib.load_dataset(path, task=config.task, expected=dict(
@@ -120,7 +121,7 @@ def load_model(config: ml_collections.ConfigDict, workdir: str, checkpoint: str 
   """(model, params, meta) of the checkpoint, checked against the task and action size."""
   path = checkpoint or os.path.join(workdir, WORLD_MODEL_DIR)
   if not os.path.isdir(path):
-    raise FileNotFoundError(
+    raise io.MissingInputError(
         f'No world model at {path}. Train one first:\n  python experiments/train_world_model.py '
         f'--config experiments/configs/{config.task}.py:{config.variant} --workdir {workdir}\n'
         'or pass --checkpoint, or plan with --config.plan.model=simulator '
@@ -152,8 +153,8 @@ def load_stats(config, workdir: str, env, meta: dict | None) -> tuple[data_lib.S
                        f'{got}, checkpoint expects {want}); its normalisation would not match.')
     return data_lib.stats_from_meta(ds_meta), path
   if meta is not None:
-    raise FileNotFoundError(f'No dataset at {path}: planning needs the normalisation statistics '
-                            'the world model was trained with.')
+    raise io.MissingInputError(f'No dataset at {path}: planning needs the normalisation '
+                               'statistics the world model was trained with.')
   return data_lib.nominal_stats(env), 'env nominal (no dataset)'
 
 
@@ -173,7 +174,7 @@ def load_pretrained(config, workdir: str, meta: dict[str, Any], target_params):
   f = config.finetune
   path = f.pretrained or os.path.join(workdir, WORLD_MODEL_DIR)
   if not os.path.isdir(path):
-    raise FileNotFoundError(
+    raise io.MissingInputError(
         f'No pretrained world model at {path}. Train one first:\n  python '
         f'experiments/train_world_model.py --config experiments/configs/{config.task}.py:'
         f'{config.variant} --workdir {workdir}\nor set --config.finetune.pretrained=DIR.')
@@ -251,7 +252,7 @@ def load_encoder(path: str, meta: dict[str, Any], *, flag: str):
 def _restore(path, which, check, *, flag, label, choose=''):
   """(raw state, info) of the checkpoint `which` at `path`, after `check(stored_meta, where)`."""
   if not os.path.isdir(path):
-    raise FileNotFoundError(f'No world model at {path} ({flag}).')
+    raise io.MissingInputError(f'No world model at {path} ({flag}).')
   ckpt = training.Checkpointer(checkpoint_lib.resolve_checkpoint_dir(path), async_save=False)
   hint = f'Choose another one ({choose or "--config." + flag}) or retrain.'
   try:

@@ -16,12 +16,13 @@ import jax
 import numpy as np
 
 from wmjax import checks
+from wmjax import io
 
 INTEGRITY_KEY = 'integrity'
 META_SHA_KEY = 'meta_sha256'
 
 
-class CorruptCheckpointError(ValueError):
+class CorruptCheckpointError(io.InputError, ValueError):
   """A saved step cannot be read, or its content differs from what was saved."""
 
 
