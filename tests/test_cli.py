@@ -63,6 +63,19 @@ def test_what_a_stage_refuses_is_reported_without_a_traceback(tmp_path, script, 
   assert 'Traceback' not in out.stderr
 
 
+def test_an_input_made_for_another_config_is_reported_without_a_traceback(tmp_path):
+  workdir = str(tmp_path / 'run')
+  config = ['--config', 'experiments/configs/wall.py:test', '--workdir', workdir]
+  made = _run([sys.executable, 'experiments/generate_data.py', *config])
+  assert made.returncode == 0, made.stderr
+  out = _run([sys.executable, 'experiments/train_world_model.py', *config,
+              '--config.data.seed=7'])
+  assert out.returncode == 1, out.stderr
+  assert out.stderr.startswith('train_world_model.py: error: The dataset at ') and (
+      'data.seed: dataset has 0, this config 7' in out.stderr), out.stderr
+  assert 'Traceback' not in out.stderr
+
+
 def test_help_exits_0_and_lists_config_fields_with_defaults_and_comments():
   out = _run([sys.executable, 'experiments/plan.py', '--config', 'experiments/configs/wall.py:test',
               '--config.plan.budget=7', '--help'])

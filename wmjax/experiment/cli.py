@@ -11,8 +11,9 @@ wrong and answers in one line (exit status 1) instead of a traceback:
 
 What a stage refuses once it runs (`wmjax.io.InputError`: config values its check rejects, e.g.
 an unknown task or planner, a value out of range, settings that contradict each other; a missing
-dataset or checkpoint, with the command that makes it; a damaged file; a workdir another process
-holds) is reported the same way: the message, no traceback, exit status 1.
+dataset or checkpoint, with the command that makes it; one made for another task, model, dataset
+or training settings, with every difference; a damaged file; a workdir another process holds) is
+reported the same way: the message, no traceback, exit status 1.
 
 `--config` also takes a config shipped with wmjax by name, so the installed binaries work outside
 a checkout: `--config wall:cpu` or `--config wall.py:cpu` (a path that exists always wins).
@@ -202,8 +203,8 @@ def run(main: Callable[..., Any], define_flags: Callable[[], tuple], *,
         distributed: bool = False) -> None:
   """Defines the binary's flags, checks the command line (`preflight`) and runs `main` under
   absl: `main(argv, *flag_holders[, distributed_flags=...])`; a `CommandLineError` from `main`
-  exits with status 1 and one line, a `wmjax.io.InputError` (a refused config, a missing,
-  damaged or locked input) with status 1 and its message, each without a traceback."""
+  exits with status 1 and one line, a `wmjax.io.InputError` (a refused config; a missing,
+  damaged, locked or mismatched input) with status 1 and its message, each without a traceback."""
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
   from wmjax import distributed as distributed_lib  # pylint: disable=g-import-not-at-top

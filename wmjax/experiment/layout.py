@@ -77,7 +77,7 @@ def check_generation(config: ml_collections.ConfigDict, meta: dict, path: str) -
   spec = generation_spec(config)
   fields = [k for k in spec if k in found and found[k] != spec[k]]
   if fields:
-    raise ValueError(
+    raise io.MismatchError(
         f'The dataset at {path} was generated with other data settings than this config:\n  '
         + '\n  '.join(f'data.{k}: dataset has {found[k]!r}, this config {spec[k]!r}'
                        for k in fields)
@@ -128,13 +128,14 @@ def load_model(config: ml_collections.ConfigDict, workdir: str, checkpoint: str 
         '--config.plan.simulator_cost=state.')
   model, params, meta = training.load_world_model(path, which=config.plan.checkpoint)
   if meta.get('task') != config.task:
-    raise ValueError(f'The world model at {path} was trained on task {meta.get("task")!r}; this '
-                     f'config plans on {config.task!r}.')
+    raise io.MismatchError(f'The world model at {path} was trained on task '
+                           f'{meta.get("task")!r}; this config plans on {config.task!r}.')
   action_size = int(config.frameskip) * env.action_size
   if int(model.action_dim) != action_size:
-    raise ValueError(f'The world model at {path} takes model actions of size {model.action_dim}; '
-                     f'this config needs frameskip * A = {config.frameskip} * {env.action_size} = '
-                     f'{action_size} (set config.frameskip to match the model).')
+    raise io.MismatchError(f'The world model at {path} takes model actions of size '
+                           f'{model.action_dim}; this config needs frameskip * A = '
+                           f'{config.frameskip} * {env.action_size} = {action_size} (set '
+                           'config.frameskip to match the model).')
   return model, params, dict(meta, checkpoint_path=os.path.abspath(path))
 
 
@@ -149,8 +150,9 @@ def load_stats(config, workdir: str, env, meta: dict | None) -> tuple[data_lib.S
     want = None if meta is None else meta.get('dataset_fingerprint')
     got = ds_meta['arrays_sha256'][:16]
     if want is not None and want != got:
-      raise ValueError(f'{path} is not the dataset the world model was trained on (fingerprint '
-                       f'{got}, checkpoint expects {want}); its normalisation would not match.')
+      raise io.MismatchError(f'{path} is not the dataset the world model was trained on '
+                             f'(fingerprint {got}, checkpoint expects {want}); its normalisation '
+                             'would not match.')
     return data_lib.stats_from_meta(ds_meta), path
   if meta is not None:
     raise io.MissingInputError(f'No dataset at {path}: planning needs the normalisation '
@@ -269,8 +271,8 @@ def _restore(path, which, check, *, flag, label, choose=''):
     try:
       check(stored, where)
     except ValueError as e:
-      raise ValueError(f'The {label} checkpoint does not match this config (--config.{flag}). '
-                       f'{e}') from None
+      raise io.MismatchError(f'The {label} checkpoint does not match this config '
+                             f'(--config.{flag}). {e}') from None
     try:
       raw, _ = ckpt.restore_raw(which, stored['step'])
     except training.CorruptCheckpointError as e:

@@ -37,6 +37,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from wmjax import checks
+from wmjax import io
 from wmjax.training.integrity import check_structure
 from wmjax.training.integrity import CorruptCheckpointError
 from wmjax.training.integrity import CorruptCheckpointWarning
@@ -163,7 +164,7 @@ def check_meta(stored: Mapping[str, Any], expected: Mapping[str, Any],
     if k in expected:
       diffs += _dict_diff(_jsonable(stored.get(k, _MISSING)), _jsonable(expected[k]), k)
   if diffs:
-    raise ValueError(
+    raise io.MismatchError(
         f'Checkpoint {where} was written by another task/config/dataset; differences:\n  '
         + '\n  '.join(diffs))
 
@@ -213,7 +214,7 @@ def check_settings(stored_meta: Mapping[str, Any], config: Any, *,
   """
   diffs = settings_diff(stored_meta.get('config') or {}, config, keys)
   if diffs and not accept:
-    raise ValueError(
+    raise io.MismatchError(
         f'Checkpoint {where} was written by a run with other training settings:\n  '
         + '\n  '.join(diffs) + '\nResuming would mix two runs in one workdir. Run with the '
         f'checkpoint\'s settings, use another --workdir, or pass {flag} to continue this run '
@@ -369,8 +370,8 @@ class Checkpointer:
     except Exception as e:  # pylint: disable=broad-except
       if INTEGRITY_KEY not in meta and isinstance(e, (ValueError, KeyError, TypeError)):
         # Without recorded structure, a mismatch cannot be told apart from damage.
-        raise ValueError(f'Checkpoint {where} does not match the training state (optimiser or '
-                         f'extra state differ, or the file is damaged): {e}') from e
+        raise io.MismatchError(f'Checkpoint {where} does not match the training state (optimiser '
+                               f'or extra state differ, or the file is damaged): {e}') from e
       raise CorruptCheckpointError(f'{where} cannot be read ({type(e).__name__}: {e}); the '
                                    'file is damaged or truncated.') from e
     verify_state(state, meta, where)

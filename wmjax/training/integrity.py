@@ -79,7 +79,7 @@ def raise_if_differ(diffs: list[str], message: str) -> None:
   """Raises ValueError(`message` and the first 20 `diffs`, one per line) when there are any."""
   if diffs:
     shown = diffs[:20] + ([f'... and {len(diffs) - 20} more'] if len(diffs) > 20 else [])
-    raise ValueError(message + ':\n  ' + '\n  '.join(shown))
+    raise io.MismatchError(message + ':\n  ' + '\n  '.join(shown))
 
 
 def check_structure(recorded: Mapping[str, Mapping[str, Any]], target: Any,
