@@ -43,8 +43,9 @@ _TMP_RE = re.compile(r'^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)-(?P<hex>[0-9a-f
 
 class InputError(Exception):
   """A mistake in what a run was given, for its user to fix: an input that is missing, damaged,
-  locked or made for another config, or a config a stage's check refuses. The message says what and what to do; the
-  binaries print it without a traceback. Each subclass is also the builtin error it refines."""
+  locked or made for another config, or a config a stage's check refuses. The message says what
+  and what to do; the binaries print it without a traceback. Each subclass is also the builtin
+  error it refines."""
 
 
 class MissingInputError(InputError, FileNotFoundError):
