@@ -69,7 +69,8 @@ def main(argv):
   matmul_flops = 2.0 * side**3
   matmul_s = _best(jax.jit(lambda x: x @ x), x, repeats=2 * repeats)
   rate = matmul_flops / matmul_s
-  print(f'model: random {_TASK.value} {variant} model, num_hist {config.num_hist}, {batch} rollouts x {_HORIZON.value} steps')
+  print(f'model: random {_TASK.value} {variant} model, num_hist {config.num_hist}, '
+        f'{batch} rollouts x {_HORIZON.value} steps')
   print('| program | GFLOP | best s | GFLOP/s | of the matmul rate |')
   print('|---|---|---|---|---|')
   print(f'| matmul {side} x {side} float32 | {matmul_flops / 1e9:.3g} | {matmul_s:.4g} | '
