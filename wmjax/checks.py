@@ -23,6 +23,12 @@ class ConfigError(io.InputError, ValueError):
   every problem and the choices. The binaries report it without a traceback."""
 
 
+def raise_config_errors(problems: list[str], what: str) -> None:
+  """Raises ConfigError('Invalid <what>:' and one problem per line) when there are any."""
+  if problems:
+    raise ConfigError(f'Invalid {what}:\n  ' + '\n  '.join(problems))
+
+
 def nonfinite_leaves(tree: Any, limit: int | None = None) -> list[str]:
   """'<path>: <n> non-finite of <size> (first at <index>)' for each floating-point leaf of
   `tree` (host or device arrays) holding NaN or +-inf; at most `limit` entries."""

@@ -128,8 +128,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         errors.append(f'finetune.batch_size={f.batch_size} with online_fraction='
                       f'{o.online_fraction} leaves {num_offline} offline and {num_online} buffer '
                       'windows per batch; both must be >= 1')
-  if errors:
-    raise checks.ConfigError('Invalid finetune config:\n  ' + '\n  '.join(errors))
+  checks.raise_config_errors(errors, 'finetune config')
 
 
 def finetune_train_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -31,8 +31,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
             if int(d[name]) < 1]
   errors += checks.config_problems(
       config, {'data.val_fraction': {'low': 0, 'high': 1, 'high_open': True}})
-  if errors:
-    raise checks.ConfigError('Invalid data config:\n  ' + '\n  '.join(errors))
+  checks.raise_config_errors(errors, 'data config')
 
 
 def task_summary(env: Any, states: np.ndarray) -> dict[str, float]:

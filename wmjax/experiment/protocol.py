@@ -154,8 +154,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if p.mppi.min_std > p.mppi.max_std:
     errors.append(f'plan.mppi.min_std={p.mppi.min_std} must be <= plan.mppi.max_std='
                   f'{p.mppi.max_std}')
-  if errors:
-    raise checks.ConfigError('Invalid plan config:\n  ' + '\n  '.join(errors))
+  checks.raise_config_errors(errors, 'plan config')
 
 
 def problem_indices(p: ml_collections.ConfigDict) -> tuple[int, ...]:

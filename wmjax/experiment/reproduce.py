@@ -127,8 +127,7 @@ def check_config(rc: ml_collections.ConfigDict) -> None:
   for name, factors in rc.sweep.items():
     if any(not float(f) > 0 for f in factors):
       errors.append(f'sweep[{name!r}] factors must be > 0; got {tuple(factors)}')
-  if errors:
-    raise checks.ConfigError('Invalid reproduce config:\n  ' + '\n  '.join(errors))
+  checks.raise_config_errors(errors, 'reproduce config')
   # Patterns may name any task (a run restricted to some tasks keeps the others' patterns).
   every = [f'{task}/{r["name"]}' for task in envs.ALL_ENVS
            for r in rows(rc, task, skip=False)]
@@ -137,8 +136,7 @@ def check_config(rc: ml_collections.ConfigDict) -> None:
       if not fnmatch.filter(every, pattern):
         errors.append(f'{field}: pattern {pattern!r} matches no row (rows are '
                       f'<task>/<model>/<planner>_<mode>[_x<factor>][_bounded], e.g. {every[0]})')
-  if errors:
-    raise checks.ConfigError('Invalid reproduce config:\n  ' + '\n  '.join(errors))
+  checks.raise_config_errors(errors, 'reproduce config')
 
 
 def row_config(c: ml_collections.ConfigDict, row: dict[str, Any]) -> ml_collections.ConfigDict:

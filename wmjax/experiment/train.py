@@ -141,8 +141,7 @@ def check_config(config: ml_collections.ConfigDict,
     errors.append(f'probe.test_frames must be >= 1 when probe.train_frames > 0; got '
                   f'{config.probe.test_frames}')
   errors += checks.config_problems(config, TRAIN_RANGES if ranges is None else ranges)
-  if errors:
-    raise checks.ConfigError('Invalid config:\n  ' + '\n  '.join(errors))
+  checks.raise_config_errors(errors, 'config')
 
 
 def pretrain_encoder(config, env, train: data_lib.WindowArrays, model_kwargs, progress: bool,
